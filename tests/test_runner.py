@@ -1,0 +1,52 @@
+"""cv2.dnn through cvstyle's runner equals an independent NumPy implementation."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+import reference_net
+from cvstyle import torch7
+from cvstyle.errors import CvstyleError
+from cvstyle.modelinfo import load_network
+from cvstyle.runner import StyleNet, resolve_device
+
+
+@pytest.mark.parametrize("height,width", [(199, 301), (64, 48), (37, 53)])
+def test_cv2_matches_reference_implementation(fixture_model, cat_bgr, height, width):
+    image = cv2.resize(cat_bgr, (width, height), interpolation=cv2.INTER_AREA)
+    net = StyleNet(load_network(fixture_model), device="cpu")
+    result = net(image)
+    expected = reference_net.stylize(torch7.load(fixture_model)["model"], image)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    difference = np.abs(result.astype(np.float64) - expected)
+    assert difference.max() <= 1.0
+    # The network really paints: the output is far from the photo.
+    assert np.abs(result.astype(float) - image).mean() > 20
+
+
+def test_network_is_reused_across_sizes(instance_norm_model, cat_bgr):
+    net = StyleNet(load_network(instance_norm_model), device="cpu")
+    small = net(cat_bgr[:50, :70])
+    large = net(cat_bgr)
+    again = net(cat_bgr[:50, :70])
+    assert small.shape == (50, 70, 3) and large.shape == cat_bgr.shape
+    assert np.array_equal(small, again)
+
+
+def test_tiny_inputs(eccv16_model):
+    net = StyleNet(load_network(eccv16_model), device="cpu")
+    for shape in [(1, 1, 3), (2, 3, 3), (5, 1, 3)]:
+        image = np.full(shape, 128, np.uint8)
+        assert net(image).shape == shape
+
+
+def test_unknown_and_missing_devices():
+    with pytest.raises(CvstyleError, match="unknown device"):
+        resolve_device("tpu")
+    assert resolve_device("auto") in ("cpu", "cuda")
+    assert resolve_device("cpu") == "cpu"
+    if resolve_device("auto") == "cpu":  # a build without CUDA: asking for it is an error
+        with pytest.raises(CvstyleError, match="no CUDA"):
+            resolve_device("cuda")
