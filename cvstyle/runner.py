@@ -6,6 +6,7 @@ pre-processing that the network was trained with.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -80,6 +81,7 @@ class StyleNet:
         self.net = net
         self.device = resolve_device(device)
         self.preprocessing = preprocessing
+        self._lock = threading.Lock()  # a cv2.dnn.Net runs one forward at a time
         # OpenCV 4's layer fusion gives wrong results once a net has run at another
         # input size (measured: up to 230 grey levels off); it only bought 2-4 %.
         net.enableFusion(False)
@@ -102,8 +104,9 @@ class StyleNet:
         return cv2.dnn.blobFromImage(bgr, prep.scale, None, mean, swapRB=prep.swap_rb, crop=False)
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
-        self.net.setInput(blob)
-        return self.net.forward()
+        with self._lock:
+            self.net.setInput(blob)
+            return self.net.forward()
 
     def postprocess(self, output: np.ndarray, height: int, width: int) -> np.ndarray:
         """Crop the padding, undo the pre-processing, clip and round to uint8 BGR."""

@@ -2,30 +2,67 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from . import effects
 from .errors import CvstyleError
 from .modelinfo import load_network
 from .runner import StyleNet
 
 DEFAULT_MODEL = "sketch"  # the built-in model: works offline with nothing downloaded
+ModelSpec = str | os.PathLike | Sequence[tuple[str | os.PathLike, float]]
 
 
-def _model_path(model: str | os.PathLike, manifest: str | os.PathLike | None) -> Path:
-    from .store import resolve_model  # the store pulls in the catalogue only when needed
+def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
+    """``"candy"`` -> ``[("candy", 1.0)]``; ``"candy:0.7+udnie:0.3"`` -> a weighted mix.
 
-    return resolve_model(os.fspath(model), manifest)
+    An existing file path is always one model, whatever characters it holds.
+    """
+    text = os.fspath(spec)
+    if Path(text).is_file():
+        return [(text, 1.0)]
+    parts = []
+    for part in text.split("+"):
+        name, sep, weight = part.rpartition(":")
+        if sep and name:
+            try:
+                parts.append((name.strip(), float(weight)))
+                continue
+            except ValueError:
+                pass  # a colon that is part of the name, not a weight
+        parts.append((part.strip(), 1.0))
+    if any(not name for name, _ in parts):
+        raise CvstyleError(f"empty model name in {text!r}")
+    return parts
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_network(path: Path, stamp: tuple[int, int], device: str) -> StyleNet:
+    """One loaded network per (file version, device), shared by every Stylizer in the process."""
+    return StyleNet(load_network(path), device)
+
+
+def load_model(model: str | os.PathLike, device: str = "auto", manifest=None) -> StyleNet:
+    """Resolve a catalogue name or path and return its (cached) network."""
+    from .store import resolve_model  # the catalogue is read only when a model is named
+
+    path = resolve_model(os.fspath(model), manifest).resolve()
+    stat = path.stat()
+    return _cached_network(path, (stat.st_mtime_ns, stat.st_size), device)
 
 
 class Stylizer:
-    """A style-transfer model loaded once, applied to any number of images.
+    """One style (or a weighted mix of styles), loaded once, applied to any number of images.
 
     ``model`` is a catalogue name (``"candy"``, ``"eccv16/starry_night"``), the built-in
-    ``"sketch"``, or a path to a `.t7` file. ``device`` is ``auto``, ``cpu``, ``opencl``,
+    ``"sketch"``, a path to a `.t7` file, a mix such as ``"candy:0.7+udnie:0.3"``, or a
+    list of ``(model, weight)`` pairs. ``device`` is ``auto``, ``cpu``, ``opencl``,
     ``cuda`` or ``cuda-fp16``.
 
     >>> import cv2
@@ -35,36 +72,57 @@ class Stylizer:
 
     def __init__(
         self,
-        model: str | os.PathLike = DEFAULT_MODEL,
+        model: ModelSpec = DEFAULT_MODEL,
         device: str = "auto",
         manifest: str | os.PathLike | None = None,
     ):
-        self.path = _model_path(model, manifest)
-        self.name = self.path.stem
-        self.network = StyleNet(load_network(self.path), device)
+        parts = (
+            parse_model_spec(model)
+            if isinstance(model, (str, os.PathLike))
+            else [(name, float(weight)) for name, weight in model]
+        )
+        self.weights = effects.normalise_weights([weight for _, weight in parts])
+        self.networks = [load_model(name, device, manifest) for name, _ in parts]
+        names = [Path(os.fspath(name)).name.removesuffix(".t7") for name, _ in parts]
+        self.name = "+".join(names)
 
     @property
     def device(self) -> str:
-        return self.network.device
+        return self.networks[0].device
 
     def stylize(
-        self, image: np.ndarray, size: int | None = None, median_filter: int = 0
+        self,
+        image: np.ndarray,
+        size: int | None = None,
+        median_filter: int = 0,
+        preserve_colors: bool = False,
+        strength: float = 1.0,
     ) -> np.ndarray:
         """Paint ``image`` (uint8 BGR; grayscale and BGRA are accepted too).
 
         With the defaults the result is the network's own output at the input's size.
-        ``size`` processes (and returns) the image resized so its longer side is ``size``;
+        ``size`` processes (and returns) the image resized so its longer side is ``size``.
         ``median_filter`` applies the reference runner's median filter of that odd size.
+        ``preserve_colors`` keeps the photo's colours, taking the painting's luminance.
+        ``strength`` (0..1) blends from the photo (0) to the full style (1).
         Transparency of a BGRA input is kept as it is.
         """
+        if median_filter and (median_filter < 0 or median_filter % 2 == 0):
+            raise CvstyleError(f"median filter size must be odd and positive, not {median_filter}")
+        if not 0.0 <= strength <= 1.0:
+            raise CvstyleError(f"strength must be between 0 and 1, not {strength}")
         bgr, alpha = _split_channels(image)
         if size:
             bgr = _fit_longer_side(bgr, size)
-        painted = self.network(bgr)
+        painted = effects.mix(
+            [net(bgr) for net, w in zip(self.networks, self.weights) if w > 0],
+            [w for w in self.weights if w > 0],
+        )
         if median_filter:
-            if median_filter < 0 or median_filter % 2 == 0:
-                raise CvstyleError(f"median filter size must be odd and positive, not {median_filter}")
             painted = cv2.medianBlur(painted, median_filter)
+        if preserve_colors:
+            painted = effects.preserve_colors(bgr, painted)
+        painted = effects.blend_strength(bgr, painted, strength)
         if alpha is None:
             return painted
         if alpha.shape != painted.shape[:2]:
