@@ -9,8 +9,9 @@ truncated JPEG (which libjpeg would decode, greying out the missing part) and th
 EXIF orientation (which ``IMREAD_UNCHANGED``, needed to keep alpha and 16 bits,
 ignores).
 
-Every failure is an :class:`~cvstyle.errors.ImageError` whose message is one line:
-``<file>: <problem>``.
+A bad file, or an output that cannot be written, raises
+:class:`~cvstyle.errors.ImageError` with a one-line message ``<file>: <problem>``;
+misuse of the API (a mis-shaped Picture, quality outside 1-100) raises ValueError.
 """
 
 from __future__ import annotations
