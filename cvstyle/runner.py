@@ -103,10 +103,11 @@ class StyleNet:
         mean = prep.mean_bgr[::-1] if prep.swap_rb else prep.mean_bgr
         return cv2.dnn.blobFromImage(bgr, prep.scale, None, mean, swapRB=prep.swap_rb, crop=False)
 
-    def infer(self, blob: np.ndarray) -> np.ndarray:
+    def infer(self, blob: np.ndarray, layers: list[str] | None = None):
+        """The network's output for ``blob``, or the outputs of the named ``layers``."""
         with self._lock:
             self.net.setInput(blob)
-            return self.net.forward()
+            return self.net.forward(layers) if layers else self.net.forward()
 
     def postprocess(self, output: np.ndarray, height: int, width: int) -> np.ndarray:
         """Crop the padding, undo the pre-processing, clip and round to uint8 BGR."""

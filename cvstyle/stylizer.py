@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import effects
+from . import effects, tiling
 from .errors import CvstyleError
 from .modelinfo import load_network
 from .runner import StyleNet
@@ -48,13 +48,15 @@ def _cached_network(path: Path, stamp: tuple[int, int], device: str) -> StyleNet
     return StyleNet(load_network(path), device)
 
 
-def load_model(model: str | os.PathLike, device: str = "auto", manifest=None) -> StyleNet:
-    """Resolve a catalogue name or path and return its (cached) network."""
+def load_model(
+    model: str | os.PathLike, device: str = "auto", manifest=None
+) -> tuple[Path, StyleNet]:
+    """Resolve a catalogue name or path; return its file and its (cached) network."""
     from .store import resolve_model  # the catalogue is read only when a model is named
 
     path = resolve_model(os.fspath(model), manifest).resolve()
     stat = path.stat()
-    return _cached_network(path, (stat.st_mtime_ns, stat.st_size), device)
+    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device)
 
 
 class Stylizer:
@@ -82,7 +84,7 @@ class Stylizer:
             else [(name, float(weight)) for name, weight in model]
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
-        self.networks = [load_model(name, device, manifest) for name, _ in parts]
+        self.paths, self.networks = zip(*(load_model(name, device, manifest) for name, _ in parts))
         names = [Path(os.fspath(name)).name.removesuffix(".t7") for name, _ in parts]
         self.name = "+".join(names)
 
@@ -97,6 +99,7 @@ class Stylizer:
         median_filter: int = 0,
         preserve_colors: bool = False,
         strength: float = 1.0,
+        tile: str = "auto",
     ) -> np.ndarray:
         """Paint ``image`` (uint8 BGR; grayscale and BGRA are accepted too).
 
@@ -105,18 +108,23 @@ class Stylizer:
         ``median_filter`` applies the reference runner's median filter of that odd size.
         ``preserve_colors`` keeps the photo's colours, taking the painting's luminance.
         ``strength`` (0..1) blends from the photo (0) to the full style (1).
+        ``tile`` is ``auto`` (overlapping tiles above about 2 megapixels, so any size works
+        in bounded memory), ``on`` or ``off``.
         Transparency of a BGRA input is kept as it is.
         """
-        if median_filter and (median_filter < 0 or median_filter % 2 == 0):
-            raise CvstyleError(f"median filter size must be odd and positive, not {median_filter}")
-        if not 0.0 <= strength <= 1.0:
-            raise CvstyleError(f"strength must be between 0 and 1, not {strength}")
+        check_options(median_filter, strength)
         bgr, alpha = _split_channels(image)
         if size:
             bgr = _fit_longer_side(bgr, size)
+        tiled = tiling.needs_tiling(bgr, tile)
+        used = [i for i, weight in enumerate(self.weights) if weight > 0]
         painted = effects.mix(
-            [net(bgr) for net, w in zip(self.networks, self.weights) if w > 0],
-            [w for w in self.weights if w > 0],
+            [
+                tiling.stylize_large(self.networks[i], self.paths[i], bgr)
+                if tiled else self.networks[i](bgr)
+                for i in used
+            ],
+            [self.weights[i] for i in used],
         )
         if median_filter:
             painted = cv2.medianBlur(painted, median_filter)
@@ -128,6 +136,14 @@ class Stylizer:
         if alpha.shape != painted.shape[:2]:
             alpha = cv2.resize(alpha, painted.shape[1::-1], interpolation=cv2.INTER_AREA)
         return np.dstack([painted, alpha])
+
+
+def check_options(median_filter: int = 0, strength: float = 1.0) -> None:
+    """Refuse post-processing settings that cannot work, before any image is read."""
+    if median_filter and (median_filter < 0 or median_filter % 2 == 0):
+        raise CvstyleError(f"median filter size must be odd and positive, not {median_filter}")
+    if not 0.0 <= strength <= 1.0:
+        raise CvstyleError(f"strength must be between 0 and 1, not {strength}")
 
 
 def _split_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
