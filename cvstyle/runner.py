@@ -74,20 +74,15 @@ _BACKEND_TARGET = {
 }
 
 
-class StyleNet:
-    """One loaded network on one device; call it on as many images as you like."""
+class StyleRunner:
+    """Pre- and post-processing shared by every engine; subclasses run the network in
+    :meth:`infer` (OpenCV here, ONNX Runtime in :mod:`cvstyle.engines`)."""
 
-    def __init__(self, net: cv2.dnn.Net, device: str = "auto", preprocessing: Preprocessing = VGG):
-        self.net = net
-        self.device = resolve_device(device)
+    engine: str  # "opencv" or "onnxruntime"
+
+    def __init__(self, device: str, preprocessing: Preprocessing):
+        self.device = device
         self.preprocessing = preprocessing
-        self._lock = threading.Lock()  # a cv2.dnn.Net runs one forward at a time
-        # OpenCV 4's layer fusion gives wrong results once a net has run at another
-        # input size (measured: up to 230 grey levels off); it only bought 2-4 %.
-        net.enableFusion(False)
-        backend, target = _BACKEND_TARGET[self.device]
-        net.setPreferableBackend(backend)
-        net.setPreferableTarget(target)
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         """NCHW float32 blob, padded by reflection to a multiple of ``SIZE_MULTIPLE``
@@ -103,11 +98,9 @@ class StyleNet:
         mean = prep.mean_bgr[::-1] if prep.swap_rb else prep.mean_bgr
         return cv2.dnn.blobFromImage(bgr, prep.scale, None, mean, swapRB=prep.swap_rb, crop=False)
 
-    def infer(self, blob: np.ndarray, layers: list[str] | None = None):
-        """The network's output for ``blob``, or the outputs of the named ``layers``."""
-        with self._lock:
-            self.net.setInput(blob)
-            return self.net.forward(layers) if layers else self.net.forward()
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        """The network's output for ``blob``."""
+        raise NotImplementedError
 
     def postprocess(self, output: np.ndarray, height: int, width: int) -> np.ndarray:
         """Crop the padding, undo the pre-processing, clip and round to uint8 BGR."""
@@ -121,3 +114,26 @@ class StyleNet:
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         height, width = bgr.shape[:2]
         return self.postprocess(self.infer(self.preprocess(bgr)), height, width)
+
+
+class StyleNet(StyleRunner):
+    """One loaded network on one device; call it on as many images as you like."""
+
+    engine = "opencv"
+
+    def __init__(self, net: cv2.dnn.Net, device: str = "auto", preprocessing: Preprocessing = VGG):
+        super().__init__(resolve_device(device), preprocessing)
+        self.net = net
+        self._lock = threading.Lock()  # a cv2.dnn.Net runs one forward at a time
+        # OpenCV 4's layer fusion gives wrong results once a net has run at another
+        # input size (measured: up to 230 grey levels off); it only bought 2-4 %.
+        net.enableFusion(False)
+        backend, target = _BACKEND_TARGET[self.device]
+        net.setPreferableBackend(backend)
+        net.setPreferableTarget(target)
+
+    def infer(self, blob: np.ndarray, layers: list[str] | None = None):
+        """The network's output for ``blob``, or the outputs of the named ``layers``."""
+        with self._lock:
+            self.net.setInput(blob)
+            return self.net.forward(layers) if layers else self.net.forward()
