@@ -8,9 +8,12 @@ form. Tile windows start at multiples of 4, the network's stride, so every tile 
 the same pixel grid as one untiled pass would.
 
 instance_norm models normalise with statistics of the whole image, which a tile does
-not see. They are tiled with those statistics frozen: one pass over the image (scaled
-down to at most ``STATISTICS_PIXELS``) records each normalisation layer's mean and
-variance, and a copy of the network with those fixed statistics runs on the tiles.
+not see. They are tiled with those statistics frozen: one pass over the image records
+each normalisation layer's mean and variance, and a copy of the network with those
+fixed statistics runs on the tiles, so every tile is normalised alike and no tile
+changes colour. That pass keeps every normalised activation in memory, so images over
+``STATISTICS_PIXELS`` are measured on a scaled-down copy: seamless, but no longer equal
+to an untiled pass (docs/benchmarks.md gives the measured difference).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from .torch7 import TorchObject
 AUTO_TILE_PIXELS = 1920 * 1088
 TILE = 768  # core side of a tile, a multiple of SIZE_MULTIPLE
 MARGIN = 64  # real context on each side of a core: beyond the network's reach
-STATISTICS_PIXELS = 1024 * 1024
+STATISTICS_PIXELS = 768 * 768  # the statistics pass keeps every normalised activation: ~1 GiB here
 NORM_LAYER_TYPE = "MVN"  # what OpenCV turns InstanceNormalization into
 
 
@@ -104,20 +107,24 @@ def needs_tiling(bgr: np.ndarray, mode: str) -> bool:
 # ---------------------------------------------------------------- instance_norm
 
 
-def normalisation_statistics(network: StyleNet, bgr: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _normalised_layers(net: cv2.dnn.Net) -> list[str]:
+    """Names of the layers that feed each instance normalisation, in order."""
+    names = net.getLayerNames()
+    return [names[i - 1] for i, name in enumerate(names) if net.getLayer(name).type == NORM_LAYER_TYPE]
+
+
+def normalisation_statistics(
+    model_path: str | os.PathLike, bgr: np.ndarray, device: str = "cpu"
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-channel mean and variance entering each instance normalisation, in order,
-    measured on ``bgr`` scaled down to at most ``STATISTICS_PIXELS`` (none for models
-    without instance normalisation)."""
+    measured on ``bgr`` scaled down to at most ``STATISTICS_PIXELS``."""
     scale = min(1.0, (STATISTICS_PIXELS / (bgr.shape[0] * bgr.shape[1])) ** 0.5)
     if scale < 1.0:
         size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    net = network.net
-    names = net.getLayerNames()
-    feeding = [names[i - 1] for i, name in enumerate(names) if net.getLayer(name).type == NORM_LAYER_TYPE]
-    if not feeding:
-        return []
-    outputs = network.infer(network.preprocess(bgr), feeding)
+    # A network of its own, dropped afterwards: it holds every normalised activation.
+    network = StyleNet(load_network(model_path), device)
+    outputs = network.infer(network.preprocess(bgr), _normalised_layers(network.net))
     return [(out.mean(axis=(0, 2, 3)), out.var(axis=(0, 2, 3))) for out in outputs]
 
 
@@ -153,7 +160,7 @@ def stylize_large(
     core: int = TILE, margin: int = MARGIN,
 ) -> np.ndarray:
     """Tile ``bgr`` through ``network``, freezing whole-image statistics where it needs them."""
-    statistics = normalisation_statistics(network, bgr)
-    if statistics:
+    if _normalised_layers(network.net):
+        statistics = normalisation_statistics(model_path, bgr, network.device)
         network = frozen_network(model_path, statistics, network.device)
     return stylize_tiled(network, bgr, core, margin)

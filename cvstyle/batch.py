@@ -1,0 +1,184 @@
+"""Stylize many files: expand inputs, name outputs, and keep the network busy.
+
+Decoding the next photo and encoding the previous result run in background threads
+while the network works on the current one (OpenCV releases the GIL in both).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CvstyleError, ImageError
+from .imageio import READ_EXTENSIONS, Picture, read_image, write_image
+from .stylizer import Stylizer
+
+WRITE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def expand_inputs(patterns: Iterable[str | os.PathLike]) -> tuple[list[Path], list["Failure"]]:
+    """Files, directories (their images, sorted) and glob patterns, in the order given.
+
+    Returns the image paths and a failure for each argument that matched nothing.
+    """
+    found: list[Path] = []
+    failures: list[Failure] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in READ_EXTENSIONS)
+            if not images:
+                failures.append(Failure(path, ImageError(f"{path}: no images in this directory")))
+            found += images
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(os.fspath(pattern)):
+            matches = sorted(Path(p) for p in glob.glob(os.fspath(pattern)))
+            if not matches:
+                failures.append(Failure(path, ImageError(f"{pattern}: no file matches")))
+            found += [p for p in matches if p.is_file()]
+        else:
+            failures.append(Failure(path, ImageError(f"{path}: no such file or directory")))
+    unique = list(dict.fromkeys(found))
+    return unique, failures
+
+
+@dataclass
+class Failure:
+    source: Path
+    error: CvstyleError
+
+
+@dataclass
+class Job:
+    source: Path
+    stylizer: Stylizer
+    target: Path
+    # Default names get their extension once the input is read: .png if it has
+    # transparency (so the alpha survives), else .jpg.
+    auto_extension: bool = False
+
+    def resolve_target(self, has_alpha: bool) -> Path:
+        if self.auto_extension:
+            self.target = self.target.with_name(self.target.name + (".png" if has_alpha else ".jpg"))
+            self.auto_extension = False
+        return self.target
+
+
+@dataclass
+class BatchReport:
+    written: list[Path] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def plan_outputs(
+    sources: list[Path], stylizers: list[Stylizer], output: str | os.PathLike | None
+) -> list[Job]:
+    """One job per (input, model): ``<stem>_<model>.jpg`` in ``output`` (a directory,
+    default the current one; ``.png`` for inputs with transparency), or exactly
+    ``output`` when it names a single image file.
+    """
+    jobs = len(sources) * len(stylizers)
+    out = Path(output) if output is not None else Path.cwd()
+    if output is not None and out.suffix.lower() in WRITE_EXTENSIONS and not out.is_dir():
+        if jobs != 1:
+            raise CvstyleError(
+                f"-o {out} names one file, but there are {jobs} outputs: give a directory"
+            )
+        return [Job(sources[0], stylizers[0], out)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImageError(f"{out}: cannot create the output folder ({error.strerror})") from None
+    return [
+        Job(source, stylizer, out / f"{source.stem}_{stylizer.name}", auto_extension=True)
+        for source in sources
+        for stylizer in stylizers
+    ]
+
+
+def _read(source: Path, max_pixels: int | None) -> Picture | CvstyleError:
+    try:
+        return read_image(source, max_pixels)
+    except CvstyleError as error:
+        return error
+
+
+def run_jobs(
+    jobs: list[Job],
+    stylize_options: dict | None = None,
+    quality: int = 95,
+    max_pixels: int | None = None,
+    on_done: Callable[[Job, CvstyleError | None], None] = lambda job, error: None,
+) -> BatchReport:
+    """Run ``jobs`` in order, each input decoded once, with reads and writes overlapped."""
+    options = stylize_options or {}
+    report = BatchReport()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool:
+        reads: dict[Path, Future] = {}
+        writes: list[tuple[Job, Future]] = []
+
+        def prefetch(index: int) -> None:
+            if index < len(jobs) and jobs[index].source not in reads:
+                reads[jobs[index].source] = pool.submit(_read, jobs[index].source, max_pixels)
+
+        prefetch(0)
+        for index, job in enumerate(jobs):
+            picture = reads[job.source].result()
+            prefetch(index + 1)
+            # Drop decoded photos no later job needs, to bound memory on big folders.
+            if index + 1 == len(jobs) or jobs[index + 1].source != job.source:
+                reads.pop(job.source)
+            if isinstance(picture, CvstyleError):
+                report.failures.append(Failure(job.source, picture))
+                on_done(job, picture)
+                continue
+            try:
+                result = _stylize_picture(job.stylizer, picture, options)
+            except CvstyleError as error:
+                report.failures.append(Failure(job.source, error))
+                on_done(job, error)
+                continue
+            target = job.resolve_target(picture.alpha is not None)
+            writes.append((job, pool.submit(write_image, target, result, quality)))
+            writes = _collect_writes(writes, report, on_done, wait=False)
+        _collect_writes(writes, report, on_done, wait=True)
+    return report
+
+
+def _stylize_picture(stylizer: Stylizer, picture: Picture, options: dict) -> Picture:
+    image = picture.bgr if picture.alpha is None else np.dstack([picture.bgr, picture.alpha])
+    painted = stylizer.stylize(image, **options)
+    if picture.alpha is None:
+        return Picture(painted, None)
+    return Picture(np.ascontiguousarray(painted[:, :, :3]), painted[:, :, 3])
+
+
+def _collect_writes(writes, report: BatchReport, on_done, wait: bool):
+    pending = []
+    for job, future in writes:
+        if not wait and not future.done():
+            pending.append((job, future))
+            continue
+        try:
+            future.result()
+            report.written.append(job.target)
+            on_done(job, None)
+        except CvstyleError as error:
+            report.failures.append(Failure(job.source, error))
+            on_done(job, error)
+    return pending
+
+
+def iter_stylized(
+    sources: Iterable[Path], stylizer: Stylizer, **options
+) -> Iterator[tuple[Path, Picture]]:
+    """For notebooks: yield ``(path, stylized picture)`` for each readable image."""
+    for source in sources:
+        yield source, _stylize_picture(stylizer, read_image(source), options)

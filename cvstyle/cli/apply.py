@@ -1,0 +1,72 @@
+"""``cvstyle apply``: stylize photos and folders of photos."""
+
+from __future__ import annotations
+
+import click
+from tqdm import tqdm
+
+from .. import batch
+from ..errors import CvstyleError
+from ..runner import DEVICES
+from ..stylizer import DEFAULT_MODEL, Stylizer, check_options
+from . import cli
+
+
+@cli.command("apply")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
+    help="Catalogue name (candy, eccv16/starry_night), path to a .t7, or a weighted mix "
+    "such as candy:0.7+udnie:0.3. Repeat for one output per model. The default 'sketch' "
+    "is the built-in hand-made pencil-sketch network (untrained, needs no download).",
+)
+@click.option(
+    "-o", "--output", type=click.Path(), default=None,
+    help="Output directory (default: the current one), or a file name for a single "
+    "output; its extension (.jpg, .png, .webp) picks the format.",
+)
+@click.option(
+    "--size", type=click.IntRange(min=1), default=None,
+    help="Process at this longer side in pixels; the output has that size too. "
+    "Default: the input's full resolution.",
+)
+@click.option("--median-filter", type=int, default=0, help="Median filter of this odd size on the result (the reference runner uses 3).")
+@click.option("--preserve-colors", is_flag=True, help="Keep the photo's colours; take only the painting's light and texture.")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="0 = the photo, 1 = the full style.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+def apply_command(
+    inputs, models, output, size, median_filter, preserve_colors, strength, quality, device,
+    max_pixels, manifest,
+):
+    """Stylize INPUTS (image files, directories or glob patterns).
+
+    Writes <stem>_<model>.jpg per input and model (.png for inputs with transparency).
+    """
+    check_options(median_filter, strength)
+    sources, failures = batch.expand_inputs(inputs)
+    stylizers = [Stylizer(model, device=device, manifest=manifest) for model in models]
+    jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
+    options = dict(
+        size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength
+    )
+    with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
+
+        def done(job: batch.Job, error: CvstyleError | None) -> None:
+            bar.update(1)
+            if error is None:
+                tqdm.write(f"wrote {job.target}")
+
+        report = batch.run_jobs(jobs, options, quality, max_pixels, done)
+    failures += report.failures
+    if not failures:
+        return 0
+    if len(failures) == 1 and not report.written:
+        raise failures[0].error
+    total = len(jobs) + len(failures) - len(report.failures)
+    click.echo(f"cvstyle: {len(failures)} of {total} jobs failed:", err=True)
+    for failure in failures:
+        click.echo(f"  {failure.error}", err=True)
+    return max(failure.error.exit_code for failure in failures)

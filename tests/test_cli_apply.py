@@ -1,0 +1,169 @@
+"""`cvstyle apply` end to end on real files: outputs, names, formats, bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cvstyle.cli import main
+from cvstyle.imageio import read_image
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+def small_photo(folder: Path, name: str = "cat.png", size=(90, 60)) -> Path:
+    image = cv2.resize(cv2.imread(str(SAMPLES / "chelsea.png")), size, interpolation=cv2.INTER_AREA)
+    path = folder / name
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def test_default_builtin_model_on_a_bundled_sample(workdir, capsys):
+    assert main(["apply", str(SAMPLES / "chelsea.png")]) == 0
+    out = workdir / "chelsea_sketch.jpg"
+    assert out.is_file() and "chelsea_sketch.jpg" in capsys.readouterr().out
+    original = cv2.imread(str(SAMPLES / "chelsea.png"))
+    result = cv2.imread(str(out))
+    assert result.shape == original.shape
+    # A pencil sketch: nearly grey, unlike the orange cat.
+    hsv = cv2.cvtColor(result, cv2.COLOR_BGR2HSV)
+    assert hsv[:, :, 1].mean() < 0.5 * cv2.cvtColor(original, cv2.COLOR_BGR2HSV)[:, :, 1].mean()
+
+
+def test_one_output_per_input_and_model(workdir, eccv16_model, instance_norm_model):
+    folder = workdir / "photos"
+    folder.mkdir()
+    small_photo(folder, "a.png")
+    small_photo(folder, "b.jpg", (61, 47))
+    (folder / "notes.txt").write_text("not a photo")
+    code = main(["apply", "-m", str(eccv16_model), "-m", str(instance_norm_model), str(folder), "-o", "out"])
+    assert code == 0
+    names = sorted(p.name for p in (workdir / "out").iterdir())
+    assert names == [
+        "a_eccv16_fixture.jpg", "a_instance_norm_fixture.jpg",
+        "b_eccv16_fixture.jpg", "b_instance_norm_fixture.jpg",
+    ]
+    assert cv2.imread(str(workdir / "out" / "b_eccv16_fixture.jpg")).shape == (47, 61, 3)
+
+
+def test_glob_size_and_explicit_png_output(workdir):
+    small_photo(workdir, "x1.png")
+    assert main(["apply", "x*.png", "--size", "40", "-o", "result.png"]) == 0
+    assert cv2.imread(str(workdir / "result.png")).shape == (27, 40, 3)
+
+
+def test_single_file_output_refused_for_many_jobs(workdir, capsys):
+    small_photo(workdir, "a.png")
+    small_photo(workdir, "b.png")
+    assert main(["apply", "a.png", "b.png", "-o", "one.jpg"]) == 1
+    assert "give a directory" in capsys.readouterr().err
+    assert not (workdir / "one.jpg").exists()
+
+
+def test_transparency_is_kept_in_png(workdir):
+    bgra = np.zeros((50, 70, 4), np.uint8)
+    bgra[:, :, :3] = cv2.resize(cv2.imread(str(SAMPLES / "chelsea.png")), (70, 50))
+    bgra[:, :35, 3] = 255
+    bgra[:, 35:, 3] = 40
+    cv2.imwrite(str(workdir / "logo.png"), bgra)
+    assert main(["apply", "logo.png"]) == 0
+    result = read_image(workdir / "logo_sketch.png")
+    assert result.alpha is not None and np.array_equal(result.alpha, bgra[:, :, 3])
+
+
+def test_non_ascii_paths(workdir):
+    folder = workdir / "фото été"
+    folder.mkdir()
+    small_photo(folder, "кот.png")
+    assert main(["apply", str(folder / "кот.png"), "-o", str(folder)]) == 0
+    assert (folder / "кот_sketch.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    "name,content,problem",
+    [
+        ("notes.jpg", b"hello, this is text\n", "not an image"),
+        ("empty.png", b"", "empty"),
+        ("cut.jpg", None, "truncated"),
+    ],
+)
+def test_bad_inputs_give_one_line_exit_2_and_no_output(workdir, capsys, name, content, problem):
+    path = workdir / name
+    if content is None:
+        ok, jpeg = cv2.imencode(".jpg", cv2.imread(str(SAMPLES / "chelsea.png")))
+        content = jpeg.tobytes()[: len(jpeg) // 2]
+    path.write_bytes(content)
+    assert main(["apply", name]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and problem in err.lower()
+    assert sorted(p.name for p in workdir.iterdir() if p.is_file()) == [name]
+
+
+def test_missing_input_and_partial_failure_summary(workdir, capsys):
+    small_photo(workdir, "good.png")
+    assert main(["apply", "good.png", "missing.png"]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 jobs failed" in err and "missing.png: no such file" in err
+    assert (workdir / "good_sketch.jpg").is_file()
+
+
+def test_model_not_downloaded_names_the_fetch_command(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "-m", "candy", "cat.png"]) == 3
+    err = capsys.readouterr().err
+    assert "cvstyle fetch-models instance_norm/candy" in err
+    assert not list(workdir.glob("cat_*"))
+
+
+def test_garbage_model_file_is_refused_cleanly(workdir, capsys):
+    small_photo(workdir)
+    (workdir / "fake.t7").write_text("<html><body>301 Moved Permanently</body></html>")
+    assert main(["apply", "-m", "fake.t7", "cat.png"]) == 3
+    err = capsys.readouterr().err
+    assert "fake.t7" in err and "not a Torch7 model" in err
+
+
+def test_opencv5_gets_a_one_line_explanation(workdir, capsys, monkeypatch):
+    import cv2 as cv2_module
+
+    small_photo(workdir)
+    monkeypatch.delattr(cv2_module.dnn, "readNetFromTorch")
+    # A file the cache has not seen, so the importer is looked up again.
+    shutil.copy(Path(__import__("cvstyle").__file__).parent / "data" / "sketch.t7", workdir / "s.t7")
+    assert main(["apply", "-m", "s.t7", "cat.png"]) == 3
+    assert "OpenCV 5 removed" in capsys.readouterr().err
+
+
+def test_bad_option_values(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "--median-filter", "4", "cat.png"]) == 1
+    assert "odd" in capsys.readouterr().err
+    assert main(["apply", "--strength", "1.5", "cat.png"]) == 2  # click's usage error
+    assert main(["apply", "--device", "cuda", "cat.png"]) != 0
+    assert not list(workdir.glob("cat_*"))
+
+
+def test_strength_zero_gives_back_the_photo(workdir):
+    photo = small_photo(workdir)
+    assert main(["apply", "cat.png", "--strength", "0", "-o", "same.png"]) == 0
+    assert np.array_equal(cv2.imread(str(workdir / "same.png")), cv2.imread(str(photo)))
+
+
+def test_weighted_mix_with_zero_weight_equals_the_single_model(workdir, instance_norm_model):
+    small_photo(workdir)
+    other = str(instance_norm_model)
+    assert main(["apply", "cat.png", "-m", "sketch", "-o", "single.png"]) == 0
+    assert main(["apply", "cat.png", "-m", f"sketch:1+{other}:0", "-o", "mixed.png"]) == 0
+    assert np.array_equal(cv2.imread("single.png"), cv2.imread("mixed.png"))
+    assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 1
