@@ -33,12 +33,17 @@ from . import cli
 @click.option("--median-filter", type=int, default=0, help="Median filter of this odd size on the result (the reference runner uses 3).")
 @click.option("--preserve-colors", is_flag=True, help="Keep the photo's colours; take only the painting's light and texture.")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="0 = the photo, 1 = the full style.")
+@click.option(
+    "--tile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+    help="Process in overlapping tiles: auto does so above about 2 megapixels, which keeps "
+    "memory bounded and avoids OpenCV's crash on large inputs.",
+)
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 def apply_command(
-    inputs, models, output, size, median_filter, preserve_colors, strength, quality, device,
+    inputs, models, output, size, median_filter, preserve_colors, strength, tile, quality, device,
     max_pixels, manifest,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
@@ -50,7 +55,8 @@ def apply_command(
     stylizers = [Stylizer(model, device=device, manifest=manifest) for model in models]
     jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
     options = dict(
-        size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength
+        size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
+        tile=tile,
     )
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
 
