@@ -26,6 +26,18 @@ def test_cv2_matches_reference_implementation(fixture_model, cat_bgr, height, wi
     assert np.abs(result.astype(float) - image).mean() > 20
 
 
+def test_builtin_sketch_matches_reference_implementation(cat_bgr):
+    from pathlib import Path
+
+    import cvstyle
+
+    path = Path(cvstyle.__file__).parent / "data" / "sketch.t7"
+    assert path.stat().st_size < 1_000_000
+    result = StyleNet(load_network(path), device="cpu")(cat_bgr)
+    expected = reference_net.stylize(torch7.load(path)["model"], cat_bgr)
+    assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
+
+
 def test_network_is_reused_across_sizes(instance_norm_model, cat_bgr):
     net = StyleNet(load_network(instance_norm_model), device="cpu")
     small = net(cat_bgr[:50, :70])
