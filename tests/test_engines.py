@@ -1,0 +1,178 @@
+"""Engine selection, the ONNX Runtime runner, the conversion cache and the OpenCV 5 path."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from cvstyle import engines, onnx_export
+from cvstyle.engines import CPU, CUDA, TENSORRT, choose_engine, load_engine
+from cvstyle.errors import CvstyleError, ModelError
+from cvstyle.fixtures import write_fixture_model
+from cvstyle.modelinfo import load_network
+from cvstyle.runner import Preprocessing, StyleNet
+
+ORT_REASON = "ONNX Runtime is not installed (cvstyle[onnx])"
+pytest.importorskip("onnx", reason="the converter needs the onnx package (cvstyle[onnx])")
+
+
+@pytest.fixture
+def model_copy(tmp_path, instance_norm_model):
+    """A private copy, so that conversions cached next to it stay in this test."""
+    return shutil.copy(instance_norm_model, tmp_path / "style.t7")
+
+
+@pytest.fixture
+def photo(cat_bgr):
+    return cv2.resize(cat_bgr, (61, 47), interpolation=cv2.INTER_AREA)
+
+
+def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    return int(np.abs(a.astype(int) - b).max())
+
+
+# ---------------------------------------------------------------- choosing
+
+
+@pytest.mark.parametrize(
+    "providers,device,expected",
+    [
+        ([], "auto", "opencv"),  # onnxruntime not installed
+        ([CPU], "auto", engines.AUTO_CPU_ENGINE),
+        ([CPU], "cpu", engines.AUTO_CPU_ENGINE),
+        ([CUDA, CPU], "auto", "onnxruntime"),
+        ([CUDA, CPU], "cuda", "onnxruntime"),
+        ([CUDA, CPU], "cuda-fp16", "opencv"),  # FP16 needs TensorRT in onnxruntime
+        ([TENSORRT, CUDA, CPU], "cuda-fp16", "onnxruntime"),
+        ([CPU], "cuda", "opencv"),  # OpenCV's CUDA backend, or its clear error
+        ([CUDA, CPU], "opencl", "opencv"),
+    ],
+)
+def test_auto_engine(monkeypatch, providers, device, expected):
+    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: providers)
+    monkeypatch.setattr(engines, "cuda_available", lambda: False)
+    assert choose_engine("auto", device, "style.t7") == expected
+
+
+def test_auto_prefers_opencv_cuda_over_onnxruntime_cpu(monkeypatch):
+    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: [CPU])
+    monkeypatch.setattr(engines, "cuda_available", lambda: True)
+    assert choose_engine("auto", "auto", "style.t7") == "opencv"
+
+
+def test_auto_needs_the_converter_for_t7_only(monkeypatch):
+    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None)
+    assert choose_engine("auto", "auto", "style.t7") == "opencv"
+    assert choose_engine("auto", "auto", "style.onnx") == "onnxruntime"
+
+
+def test_explicit_and_unknown_engines():
+    assert choose_engine("opencv", "cuda", "m.t7") == "opencv"
+    assert choose_engine("onnxruntime", "cpu", "m.t7") == "onnxruntime"
+    with pytest.raises(CvstyleError, match="unknown engine 'tensorflow'"):
+        choose_engine("tensorflow", "cpu", "m.t7")
+
+
+def test_provider_lists():
+    providers = engines._provider_list
+    assert providers("cpu", [CUDA, CPU]) == [(CPU, {})]
+    assert providers("auto", [CPU]) == [(CPU, {})]
+    assert providers("auto", [TENSORRT, CUDA, CPU]) == [(CUDA, {}), (CPU, {})]
+    assert providers("cuda-fp16", [TENSORRT, CUDA, CPU])[0] == (TENSORRT, {"trt_fp16_enable": True})
+    with pytest.raises(CvstyleError, match=r"cvstyle\[gpu\]"):
+        providers("cuda", [CPU])
+    with pytest.raises(CvstyleError, match="TensorRT"):
+        providers("cuda-fp16", [CUDA, CPU])
+    with pytest.raises(CvstyleError, match="no OpenCL"):
+        providers("opencl", [CPU])
+    with pytest.raises(CvstyleError, match="unknown device"):
+        providers("tpu", [CPU])
+
+
+# ---------------------------------------------------------------- running
+
+
+def test_onnxruntime_engine_matches_opencv(model_copy, photo):
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    runner = load_engine(model_copy, "onnxruntime", "cpu")
+    assert (runner.engine, runner.device, runner.providers) == ("onnxruntime", "cpu", [CPU])
+    expected = StyleNet(load_network(model_copy), "cpu")(photo)
+    assert _max_diff(runner(photo), expected) <= 1
+    for shape in [(1, 1, 3), (5, 2, 3)]:  # tiny inputs are padded like OpenCV's
+        assert runner(np.full(shape, 90, np.uint8)).shape == shape
+
+
+def test_onnxruntime_without_gpu_refuses_cuda(model_copy):
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    if CUDA in engines.onnxruntime_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(CvstyleError, match="device 'cuda' with onnxruntime"):
+        load_engine(model_copy, "onnxruntime", "cuda")
+
+
+def test_auto_engine_on_this_machine(model_copy):
+    runner = load_engine(model_copy)
+    assert runner.engine == choose_engine("auto", "auto", model_copy)
+    assert runner.device in ("cpu", "cuda")
+
+
+def test_conversion_is_cached_by_digest(model_copy, monkeypatch):
+    first = engines.cached_onnx(model_copy)
+    assert first.parent == model_copy.parent
+    assert first.name.startswith("style.") and first.suffix == ".onnx"
+    assert len(first.name.split(".")[1]) == 16
+    monkeypatch.setattr(onnx_export, "model_proto", lambda path: pytest.fail("converted twice"))
+    assert engines.cached_onnx(model_copy) == first
+    monkeypatch.undo()
+    write_fixture_model(model_copy, "instance_norm", seed=3)  # new weights, same name
+    assert engines.cached_onnx(model_copy) != first
+
+
+def test_conversion_falls_back_to_the_user_cache(model_copy, tmp_path, monkeypatch):
+    cache = tmp_path / "user-cache"
+    monkeypatch.setattr(engines.platformdirs, "user_cache_dir", lambda app: str(cache))
+    write = onnx_export.write_atomically
+
+    def read_only_model_folder(data, target):
+        if target.parent == model_copy.parent:
+            raise PermissionError(13, "Permission denied")
+        write(data, target)
+
+    monkeypatch.setattr(onnx_export, "write_atomically", read_only_model_folder)
+    converted = engines.cached_onnx(model_copy)
+    assert converted.parent == cache / "onnx" and converted.is_file()
+
+
+def test_opencv5_path_converts_and_reads_onnx(model_copy, photo, monkeypatch):
+    expected = StyleNet(load_network(model_copy), "cpu")(photo)
+    monkeypatch.delattr(cv2.dnn, "readNetFromTorch")  # what OpenCV 5 looks like
+    runner = load_engine(model_copy, "opencv", "cpu")
+    assert runner.engine == "opencv"
+    assert list(model_copy.parent.glob("style.*.onnx"))
+    assert _max_diff(runner(photo), expected) <= 1
+
+
+def test_onnx_models_load_directly_with_their_preprocessing(model_copy, tmp_path, photo):
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    onnx_file = onnx_export.convert(model_copy, tmp_path / "rgb.onnx")
+    rgb = Preprocessing(mean_bgr=(0.0, 0.0, 0.0), swap_rb=True)
+    by_ort = load_engine(onnx_file, "onnxruntime", "cpu", rgb)
+    by_cv2 = load_engine(onnx_file, "opencv", "cpu", rgb)
+    assert by_ort.preprocessing == by_cv2.preprocessing == rgb
+    assert _max_diff(by_ort(photo), by_cv2(photo)) <= 1
+
+
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_bad_onnx_files(tmp_path, engine):
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    with pytest.raises(ModelError, match="no such model file"):
+        load_engine(tmp_path / "missing.onnx", engine, "cpu")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"<html>not a model</html>")
+    with pytest.raises(ModelError, match="cannot load this model"):
+        load_engine(garbage, engine, "cpu")
