@@ -1,0 +1,47 @@
+"""``cvstyle serve``: the browser app (needs the ``web`` extra)."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from ..errors import CvstyleError
+from ..runner import DEVICES
+from . import cli
+
+WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'"
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; 0.0.0.0 opens it to the network (there is no login).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Photos processed at once.")
+@click.option("--queue-size", type=click.IntRange(min=0), default=8, show_default=True, help="Photos allowed to wait for a worker; more get 503 with Retry-After.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Larger uploads get 413.")
+@click.option("--max-size", type=click.IntRange(min=64), default=2048, show_default=True, help="Largest processing size (longer side, pixels).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@click.option(
+    "--model-file", "model_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+    help="Also offer this .t7 file, as local/<file stem>. Repeatable.",
+)
+def serve_command(
+    host, port, workers, queue_size, max_upload_mb, max_size, device, manifest, model_files
+):
+    """Serve the browser app: upload a photo, pick a style, download the painting."""
+    try:
+        import uvicorn
+
+        from ..web import create_app, default_models, file_model
+    except ImportError:
+        raise CvstyleError(WEB_EXTRA_MESSAGE) from None
+    models = default_models(manifest) + [file_model(path) for path in model_files]
+    app = create_app(
+        models=models, workers=workers, queue_size=queue_size,
+        max_upload_bytes=int(max_upload_mb * 1e6), max_size=max_size, device=device,
+        manifest=manifest,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The app logs one line per request itself, with timing; uvicorn's would repeat it.
+    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
