@@ -1,0 +1,172 @@
+"""The model catalogue: ``models.txt`` and users' own manifests in the same format.
+
+One model per line, whitespace-separated ``NAME URL DIGEST [TITLE...]``; ``#`` at the start
+of a line or after white space starts a comment. NAME is ``family/name``; a model may also
+be named by its short part (``candy``) when no other family has a model of that name.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ModelError
+from .hashes import Digest, parse_digest
+
+# Where Justin Johnson's models are published; ``--base-url`` replaces this prefix.
+PUBLISHED_PREFIX = "http://cs.stanford.edu/people/jcjohns/fast-neural-style/models/"
+URL_SCHEMES = ("http", "https", "file")
+
+# Each part becomes a path component in the store: starting with a letter or digit
+# rules out "", "." and "..".
+_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# "#" starts a comment at the start of a line or after white space, so "page#part" in a URL
+# or title survives.
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One catalogue line."""
+
+    name: str  # family/short_name
+    url: str
+    digest: Digest
+    title: str = ""
+    source: str = ""  # "FILE:LINE" it was read from, for messages
+
+    @property
+    def family(self) -> str:
+        return self.name.partition("/")[0]
+
+    @property
+    def short_name(self) -> str:
+        return self.name.partition("/")[2]
+
+
+def bundled_path() -> Path:
+    """The catalogue shipped with cvstyle.
+
+    A wheel force-includes it as ``cvstyle/models.txt``; a source checkout keeps the
+    single copy at the repository root.
+    """
+    packaged = Path(__file__).with_name("models.txt")
+    return packaged if packaged.exists() else Path(__file__).resolve().parent.parent / "models.txt"
+
+
+def parse_catalogue(text: str, source: str) -> list[Entry]:
+    """Parse catalogue ``text``; ``source`` names the file in error messages."""
+    entries: dict[str, Entry] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _COMMENT.split(raw, 1)[0].strip()
+        if not line:
+            continue
+        where = f"{source}:{lineno}"
+        fields = line.split(None, 3)
+        if len(fields) < 3:
+            raise ModelError(f"{where}: expected NAME URL DIGEST [TITLE...], got {line!r}")
+        name, url, digest_text = fields[:3]
+        _check_name(name, where)
+        _check_url(url, where)
+        try:
+            digest = parse_digest(digest_text)
+        except ValueError as error:
+            raise ModelError(f"{where}: {error}") from None
+        if name in entries:
+            raise ModelError(f"{where}: {name} is listed twice (first at {entries[name].source})")
+        title = fields[3].strip() if len(fields) > 3 else ""
+        entries[name] = Entry(name, url, digest, title, where)
+    return list(entries.values())
+
+
+def _check_name(name: str, where: str) -> None:
+    family, slash, short = name.partition("/")
+    # A name never ends in .t7, so that a spec ending in .t7 always means a file path.
+    if not (slash and _NAME_PART.fullmatch(family) and _NAME_PART.fullmatch(short)) or short.endswith(".t7"):
+        raise ModelError(
+            f"{where}: model name {name!r} is not family/name "
+            "(letters, digits, '_', '-' and '.', no .t7 suffix; e.g. instance_norm/candy)"
+        )
+
+
+def _check_url(url: str, where: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.scheme == "file") or not parts.path:
+        raise ModelError(f"{where}: {url!r} is not an http, https or file URL of a file")
+
+
+def read_catalogue(path: str | os.PathLike) -> list[Entry]:
+    """Read and parse one catalogue file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ModelError(f"model catalogue {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelError(f"cannot read model catalogue {path}: {_reason(error)}") from None
+    return parse_catalogue(text, str(path))
+
+
+def _reason(error: Exception) -> str:
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+
+
+class Catalogue:
+    """The models cvstyle knows about, by full name, in catalogue order."""
+
+    def __init__(self, entries: Iterable[Entry]):
+        self._entries: dict[str, Entry] = {}
+        for entry in entries:  # a later entry of the same name replaces an earlier one
+            self._entries[entry.name] = entry
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def lookup(self, spec: str) -> Entry:
+        """The entry for a full name (``instance_norm/candy``) or a unique short name (``candy``)."""
+        if spec in self._entries:
+            return self._entries[spec]
+        candidates = [entry for entry in self if entry.short_name == spec]
+        if len(candidates) == 1:
+            return candidates[0]
+        if candidates:
+            names = ", ".join(entry.name for entry in candidates)
+            raise ModelError(f"model name {spec!r} is ambiguous: use one of {names}")
+        raise ModelError(f"unknown model {spec!r}{self._suggest(spec)} (`cvstyle models` lists them)")
+
+    def _suggest(self, spec: str) -> str:
+        """The "did you mean" hint: models close to ``spec``, each named as briefly as it can be."""
+        by_spelling: dict[str, list[Entry]] = {}
+        for entry in self:
+            by_spelling.setdefault(entry.name, []).append(entry)
+            by_spelling.setdefault(entry.short_name, []).append(entry)
+        close = difflib.get_close_matches(spec, list(by_spelling), n=3, cutoff=0.6)
+        entries = dict.fromkeys(entry for spelling in close for entry in by_spelling[spelling])
+        names = [e.short_name if len(by_spelling[e.short_name]) == 1 else e.name for e in entries]
+        return f"; did you mean {' or '.join(names)}?" if names else ""
+
+    def select(self, specs: Iterable[str]) -> list[Entry]:
+        """The entries named by ``specs`` without repeats, or every entry if there are none."""
+        specs = list(specs)
+        if not specs:
+            return list(self)
+        return list({entry.name: entry for entry in map(self.lookup, specs)}.values())
+
+
+def load_catalogue(manifest: str | os.PathLike | None = None) -> Catalogue:
+    """The bundled catalogue, with a user's ``manifest`` adding and overriding entries."""
+    entries = read_catalogue(bundled_path())
+    if manifest is not None:
+        entries += read_catalogue(manifest)
+    return Catalogue(entries)
