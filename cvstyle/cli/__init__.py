@@ -44,4 +44,5 @@ def run() -> None:
 
 # Commands register themselves on import.
 from . import apply  # noqa: E402,F401
+from . import models  # noqa: E402,F401
 from . import convert  # noqa: E402,F401
