@@ -162,6 +162,7 @@ def _fetch_locked(entry: Entry, settings: FetchSettings, session: requests.Sessi
         if state.status is store.Status.OK:
             return FetchResult(entry, "present", state.path, state.size)
     url = mirror_url(entry.url, settings.base_url)
+    _note(f"{entry.name}: fetching {url}")  # the only sign of progress where bars are off (no terminal)
     if urlsplit(url).scheme == "file":
         _copy_file(url, part, entry.name, settings)
     else:

@@ -82,13 +82,17 @@ def _read_cache() -> dict:
 
 
 def _write_cache(cache: dict) -> None:
+    # The cache only saves time: a read-only store works without it, so write errors pass.
     directory = models_dir()
     try:
         with tempfile.NamedTemporaryFile("w", dir=directory, prefix=_CACHE_NAME, delete=False) as out:
             json.dump(cache, out, indent=1, sort_keys=True)
-        os.replace(out.name, directory / _CACHE_NAME)
     except OSError:
-        pass  # the cache only saves time; a read-only store still works without it
+        return
+    try:
+        os.replace(out.name, directory / _CACHE_NAME)  # atomic: readers never see half a file
+    except OSError:
+        Path(out.name).unlink(missing_ok=True)
 
 
 def _cache_key(entry: Entry, stat: os.stat_result) -> dict:
@@ -114,7 +118,8 @@ def status(entry: Entry, recheck: bool = False) -> ModelState:
         return ModelState(entry, path, Status.MISSING)
     key = _cache_key(entry, stat)
     cached = _read_cache().get(entry.name)
-    if recheck or not isinstance(cached, dict) or cached.get("key") != key:
+    fresh = isinstance(cached, dict) and cached.get("key") == key and isinstance(cached.get("detail"), str)
+    if recheck or not fresh:
         got = entry.digest.of_file(path)
         detail = "" if got == entry.digest else f"expected {entry.digest}, got {got}"
         cached = {"key": key, "detail": detail}
