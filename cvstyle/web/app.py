@@ -21,7 +21,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -393,7 +393,11 @@ def create_app(
         model: Annotated[str, Form(description="A style name from GET /api/models")],
         size: Annotated[
             int | None,
-            Form(ge=MIN_SIZE, le=max_size, description="Longer side of the result in pixels; default: the photo's own, up to the server's maximum"),
+            Form(
+                ge=MIN_SIZE, le=max_size,
+                description="Longer side of the result in pixels (scaling up or down); "
+                "default: the photo's own, up to the server's maximum",
+            ),
         ] = None,
         preserve_colors: Annotated[bool, Form(description="Keep the photo's colours")] = False,
         strength: Annotated[float, Form(ge=0, le=1, description="0 = the photo, 1 = the full style")] = 1.0,

@@ -212,7 +212,8 @@ function showResult(blob, disposition, started) {
   link.download = downloadName(disposition);
   link.hidden = false;
   result.addEventListener("load", () => {
-    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    const elapsed = (performance.now() - started) / 1000;
+    const seconds = elapsed.toFixed(elapsed < 1 ? 2 : 1);
     $("result-caption").textContent =
       `${result.naturalWidth}\u00d7${result.naturalHeight}, ${formatBytes(blob.size)}, ${seconds} s`;
   }, { once: true });
