@@ -167,3 +167,20 @@ def test_weighted_mix_with_zero_weight_equals_the_single_model(workdir, instance
     assert main(["apply", "cat.png", "-m", f"sketch:1+{other}:0", "-o", "mixed.png"]) == 0
     assert np.array_equal(cv2.imread("single.png"), cv2.imread("mixed.png"))
     assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 1
+
+
+def test_fetch_flag_downloads_a_missing_model_first(workdir, capsys):
+    from httpserver import ModelServer, model_bytes, sha256_digest, serve, write_manifest
+
+    data = model_bytes()
+    small_photo(workdir)
+    with ModelServer() as server:
+        server.routes["/style.t7"] = serve(data)
+        manifest = write_manifest(
+            workdir / "mine.txt", f"test/style {server.url('/style.t7')} {sha256_digest(data)} Test style"
+        )
+        assert main(["apply", "-m", "style", "--manifest", str(manifest), "cat.png"]) == 3
+        assert "--manifest" in capsys.readouterr().err
+        assert main(["apply", "-m", "style", "--manifest", str(manifest), "--fetch", "cat.png"]) == 0
+    assert (workdir / "home" / "models" / "test" / "style.t7").read_bytes() == data
+    assert (workdir / "cat_style.jpg").is_file()

@@ -8,7 +8,7 @@ from tqdm import tqdm
 from .. import batch
 from ..errors import CvstyleError
 from ..runner import DEVICES
-from ..stylizer import DEFAULT_MODEL, Stylizer, check_options
+from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
 
 
@@ -42,15 +42,22 @@ from . import cli
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, quality, device,
-    max_pixels, manifest,
+    max_pixels, manifest, fetch,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
 
     Writes <stem>_<model>.jpg per input and model (.png for inputs with transparency).
     """
     check_options(median_filter, strength)
+    if fetch:
+        from ..download import ensure_model  # requests is imported only when fetching
+
+        for model in models:
+            for name, _ in parse_model_spec(model):
+                ensure_model(name, manifest)
     sources, failures = batch.expand_inputs(inputs)
     stylizers = [Stylizer(model, device=device, manifest=manifest) for model in models]
     jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
