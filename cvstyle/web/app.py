@@ -105,7 +105,7 @@ class ModelRegistry:
                 422, f"model must be a style name from GET /api/models, not {_shown(name)}"
             )
         if name not in self.models:
-            raise HTTPException(404, f"unknown model {name!r} (GET /api/models lists the styles)")
+            raise HTTPException(404, f"unknown model {_shown(name)} (GET /api/models lists the styles)")
         return self.models[name]
 
     def available(self, model: WebModel) -> bool:
@@ -177,7 +177,7 @@ class WorkerPool:
         start = time.perf_counter()
         try:
             return job()
-        finally:
+        finally:  # an unlocked update from several threads: an estimate is all it needs
             self._mean_seconds += 0.2 * (time.perf_counter() - start - self._mean_seconds)
 
     def _release(self) -> None:
@@ -288,7 +288,6 @@ def create_app(
         description="Turn photos into paintings with fast neural style transfer.",
         lifespan=lifespan,
     )
-    app.state.pool = pool  # for tests and monitoring
     too_large = f"upload too large: the limit is {max_upload_bytes / 1e6:.3g} MB"
     app.add_middleware(
         UploadLimit,
@@ -460,7 +459,7 @@ def _display_name(filename: str) -> str:
 
 def download_name(filename: str, model_name: str) -> str:
     """``<photo stem>_<style>.jpg``, as ``cvstyle apply`` names its outputs."""
-    stem = Path(_display_name(filename)).stem
+    stem = Path(_display_name(filename)).stem[:100]  # a header, not a novel
     stem = "".join(c for c in stem if unicodedata.category(c)[0] != "C" and c not in '"') or "photo"
     return f"{stem}_{model_name.rpartition('/')[2]}.jpg"
 
