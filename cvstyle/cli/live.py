@@ -1,0 +1,108 @@
+"""``cvstyle live``: stylize a webcam, a stream or a video file in real time."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import click
+from tqdm import tqdm
+
+from .. import live
+from ..errors import CvstyleError
+from ..runner import DEVICES
+from ..stylizer import DEFAULT_MODEL, Stylizer
+from . import cli
+
+_KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
+
+
+@cli.command("live", epilog=f"\b\nKeys in the window:\n{_KEYS}")
+@click.option(
+    "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
+    help="Model(s), comma-separated or repeated, shown together in a grid: catalogue "
+    "names, .t7 paths or weighted mixes such as candy:0.7+udnie:0.3.",
+)
+@click.option(
+    "-s", "--source", default="0", show_default=True,
+    help="Camera index, video file, or stream URL (rtsp://, http://...).",
+)
+@click.option(
+    "--size", type=click.IntRange(min=1), default=None,
+    help="Processing size (longer side in pixels); smaller is faster. Default: the source's.",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False), default=None,
+    help="Record the stylized stream (no overlay) to this video file: "
+    f"{', '.join(live.CODECS)}.",
+)
+@click.option(
+    "--no-window", is_flag=True,
+    help="Run headless with a progress bar (needs --output); a video file is processed "
+    "frame by frame; Ctrl-C stops and keeps the frames so far.",
+)
+@click.option("--preserve-colors", is_flag=True, help="Start with the photo's colours kept (key c).")
+@click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Start strength (keys + and -).")
+@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+def live_command(models, source, size, device, output, no_window, preserve_colors, strength, manifest):
+    """Stylize a camera, stream or video file live, in a window and/or to a file.
+
+    Several models are shown side by side in a grid, with the frame rate and the
+    latency (capture to display) in the corner. For cameras and streams the newest
+    frame is always the one processed: a slow model drops frames rather than lag.
+    """
+    # FFmpeg's own log would add lines such as "moov atom not found" before our
+    # one-line error; it is read when FFmpeg is first used in this process.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if no_window and output is None:
+        raise CvstyleError("--no-window needs --output FILE: nothing would be shown or saved")
+    names = [name.strip() for value in models for name in value.split(",") if name.strip()]
+    if not names:
+        raise CvstyleError("no model given")
+    if output is not None:
+        live.check_video_path(output)  # before models load or a camera opens
+    with contextlib.ExitStack() as stack:
+        painter = live.Painter(
+            [Stylizer(name, device=device, manifest=manifest) for name in names], size
+        )
+        frames = stack.enter_context(live.open_source(source))
+        recorder = None
+        if output is not None:
+            # A live source's recording is paced to play in real time (see VideoRecorder).
+            recorder = stack.enter_context(live.VideoRecorder(output, frames.fps, frames.live))
+        window = None if no_window else live.Window(f"cvstyle live - {', '.join(painter.names)}")
+        if window is not None:
+            stack.callback(window.close)
+        state = live.LiveState(
+            styles=len(names), preserve_colors=preserve_colors, strength=strength
+        )
+        bar = stack.enter_context(
+            tqdm(total=frames.frame_count, unit="frame", disable=window is not None, leave=False)
+        )
+        try:
+            report = live.run(
+                frames, painter, state, window, recorder,
+                on_frame=lambda meter: bar.update(1),
+                notify=tqdm.write,
+            )
+        except CvstyleError as error:
+            if recorder is not None and recorder.frames:
+                # Still one line: the failure, and where the recording so far is kept
+                # (the ExitStack closes it on the way out).
+                error.args = (f"{error}; the recording so far is in {recorder.path}",)
+            raise
+    summary = (
+        f"{report.frames} frames, {report.fps:.1f} FPS, "
+        f"mean latency {report.mean_latency * 1000:.0f} ms"
+    )
+    if report.dropped:
+        summary += f", {report.dropped} camera frames dropped"
+    if recorder is not None:
+        summary += f"; wrote {recorder.path}" if recorder.frames else "; nothing recorded"
+    if report.interrupted:
+        click.echo(f"cvstyle: stopped by Ctrl-C: {summary}", err=True)
+        # Ctrl-C is how a camera session ends; for a file it cut the job short.
+        return 0 if frames.live else 130
+    click.echo(summary, err=True)
+    return 0
