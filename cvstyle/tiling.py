@@ -37,7 +37,7 @@ from .torch7 import TorchObject
 AUTO_TILE_PIXELS = 1920 * 1088
 TILE = 768  # core side of a tile, a multiple of SIZE_MULTIPLE
 MARGIN = 64  # real context on each side of a core: beyond the network's reach
-STATISTICS_PIXELS = 768 * 768  # the statistics pass keeps every normalised activation: ~1 GiB here
+STATISTICS_PIXELS = 512 * 512  # that pass keeps every normalised activation: ~0.5 GiB here
 NORM_LAYER_TYPE = "MVN"  # what OpenCV turns InstanceNormalization into
 
 

@@ -211,11 +211,16 @@ class _Reader:
             return np.zeros((0,), dtype=dtype)
         if not isinstance(storage, np.ndarray):
             raise Torch7Error(f"{class_name} without a storage")
-        if any(s < 0 for s in sizes) or any(s < 0 for s in strides) or offset < 0:
-            raise Torch7Error(f"{class_name} with negative size, stride or offset")
-        count = int(np.prod(sizes))
+        if any(s < 0 for s in sizes) or any(not 0 <= s <= storage.size for s in strides) or offset < 0:
+            raise Torch7Error(f"{class_name} with a negative size or offset, or a bad stride")
+        count = 1
+        for size in sizes:
+            count *= size  # Python ints: no overflow on hostile sizes
         if count == 0:
             return np.zeros(sizes, dtype=dtype)
+        # Zero or huge strides could make a few stored numbers claim terabytes.
+        if count > storage.size:
+            raise Torch7Error(f"{class_name} of shape {tuple(sizes)} is larger than its storage")
         last = offset + sum((n - 1) * s for n, s in zip(sizes, strides))
         if last >= storage.size:
             raise Torch7Error(f"{class_name} of shape {tuple(sizes)} overruns its storage")
