@@ -168,8 +168,11 @@ def _opencv_network(path: Path) -> cv2.dnn.Net:
     if not _is_onnx(path) and hasattr(cv2.dnn, "readNetFromTorch"):
         return load_network(path)
     onnx_path = _onnx_file(path)
+    # OpenCV 5's new graph engine (its default) runs on the CPU only, and StyleNet's
+    # enableFusion(False) leaves its nets empty: the classic engine keeps every device.
+    classic = (cv2.dnn.ENGINE_CLASSIC,) if hasattr(cv2.dnn, "ENGINE_CLASSIC") else ()
     try:
-        return cv2.dnn.readNetFromONNX(os.fspath(onnx_path))
+        return cv2.dnn.readNetFromONNX(os.fspath(onnx_path), *classic)
     except cv2.error as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
         raise ModelError(f"{onnx_path}: OpenCV cannot load this model ({detail})") from None

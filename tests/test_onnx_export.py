@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import reference_net
 from cvstyle import onnx_export, t7nn, torch7
 from cvstyle.cli import main
+from cvstyle.engines import OnnxRuntimeNet, load_engine
 from cvstyle.errors import ModelError
 from cvstyle.modelinfo import SUPPORTED_MODULES, load_network
 from cvstyle.runner import VGG_MEAN_BGR, StyleNet
@@ -66,8 +67,6 @@ def test_converter_covers_every_supported_module():
 @pytest.mark.parametrize("height,width", SIZES)
 def test_onnxruntime_matches_opencv_torch_importer(family_files, cat_bgr, height, width):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
-    from cvstyle.engines import OnnxRuntimeNet
-
     t7, converted_onnx = family_files
     image = _resized(cat_bgr, height, width)
     expected = StyleNet(load_network(t7), "cpu")(image)
@@ -83,7 +82,7 @@ def test_opencv_onnx_importer_matches_torch_importer(family_files, cat_bgr, heig
     t7, converted_onnx = family_files
     image = _resized(cat_bgr, height, width)
     expected = StyleNet(load_network(t7), "cpu")(image)
-    result = StyleNet(cv2.dnn.readNetFromONNX(str(converted_onnx)), "cpu")(image)
+    result = load_engine(converted_onnx, "opencv", "cpu")(image)
     assert _max_diff(result, expected) <= 1
 
 
@@ -96,15 +95,13 @@ def _unrounded(runner, image: np.ndarray) -> np.ndarray:
 
 def test_converted_graph_matches_float64_reference(family_files, cat_bgr):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
-    from cvstyle.engines import OnnxRuntimeNet
-
     t7, converted_onnx = family_files
     image = _resized(cat_bgr, *SIZES[0])
     expected = reference_net.stylize(torch7.load(t7)["model"], image)
     # Exact up to float32 rounding: the graph keeps the model's instance-norm eps,
     # where OpenCV's Torch importer uses 1e-9 (~0.02 grey levels off).
     assert _max_diff(_unrounded(OnnxRuntimeNet(converted_onnx, "cpu"), image), expected) < 0.01
-    by_opencv = StyleNet(cv2.dnn.readNetFromONNX(str(converted_onnx)), "cpu")
+    by_opencv = load_engine(converted_onnx, "opencv", "cpu")
     assert _max_diff(_unrounded(by_opencv, image), expected) < 0.05
 
 
@@ -113,7 +110,7 @@ def test_builtin_sketch_model_converts(tmp_path, cat_bgr):
     out = onnx_export.convert(BUILTIN_SKETCH, tmp_path / "sketch.onnx")
     image = _resized(cat_bgr, 61, 47)
     expected = StyleNet(load_network(BUILTIN_SKETCH), "cpu")(image)
-    assert _max_diff(StyleNet(cv2.dnn.readNetFromONNX(str(out)), "cpu")(image), expected) <= 1
+    assert _max_diff(load_engine(out, "opencv", "cpu")(image), expected) <= 1
 
 
 def test_graph_has_dynamic_height_and_width(converted):
