@@ -46,4 +46,5 @@ def run() -> None:
 from . import apply  # noqa: E402,F401
 from . import models  # noqa: E402,F401
 from . import convert  # noqa: E402,F401
+from . import serve  # noqa: E402,F401
 from . import live  # noqa: E402,F401
