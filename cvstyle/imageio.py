@@ -105,7 +105,7 @@ def decode_image(data: bytes, name: str = "<upload>", max_pixels: int | None = N
             f"{limit:,} (possible decompression bomb; set {MAX_PIXELS_ENV} to allow more)",
         )
     try:
-        with _quiet_opencv():
+        with quiet_opencv():
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
@@ -380,7 +380,7 @@ def encode_image(picture: Picture, ext: str, quality: int = 95) -> bytes:
         ".webp": [cv2.IMWRITE_WEBP_QUALITY, quality],
     }.get(ext, [])
     try:
-        with _quiet_opencv():
+        with quiet_opencv():
             ok, buffer = cv2.imencode(ext, array, params)
     except cv2.error:  # older OpenCV raises where newer returns False (e.g. WebP > 16383 px)
         ok = False
@@ -444,7 +444,7 @@ _saved_log_level = 0
 
 
 @contextlib.contextmanager
-def _quiet_opencv() -> Iterator[None]:
+def quiet_opencv() -> Iterator[None]:
     """Silence OpenCV's log during a codec call: our own message says what failed.
 
     The level is process-wide, so overlapping calls from several threads share one

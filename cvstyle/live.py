@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from .errors import CvstyleError, ImageError
-from .imageio import Picture, _quiet_opencv, write_image
-from .stylizer import _fit_longer_side  # the resizing behind Stylizer's ``size``, shared
+from .imageio import Picture, quiet_opencv, write_image
+from .stylizer import fit_longer_side
 
 DEFAULT_FPS = 30.0  # when a camera or file does not say its frame rate
 FIRST_FRAME_TIMEOUT = 10.0  # seconds a camera may take to deliver its first frame
@@ -89,7 +89,7 @@ class VideoFileSource:
         self.name = os.fspath(path)
         if not os.path.isfile(self.name):
             raise ImageError(f"{self.name}: no such video file")
-        with _quiet_opencv():
+        with quiet_opencv():
             self._capture = cv2.VideoCapture(self.name)
         # Some files open but hold no decodable frame: read the first one now.
         ok, image = self._capture.read() if self._capture.isOpened() else (False, None)
@@ -210,7 +210,7 @@ class LatestFrameSource:
 
 
 def open_camera(index: int) -> LatestFrameSource:
-    with _quiet_opencv():  # OpenCV logs each backend it tried; our message says it all
+    with quiet_opencv():  # OpenCV logs each backend it tried; our message says it all
         capture = cv2.VideoCapture(index)
     if not capture.isOpened():
         raise CvstyleError(f"no camera at index {index}")
@@ -218,7 +218,7 @@ def open_camera(index: int) -> LatestFrameSource:
 
 
 def open_stream(url: str) -> LatestFrameSource:
-    with _quiet_opencv():
+    with quiet_opencv():
         capture = cv2.VideoCapture(url)
     if not capture.isOpened():
         raise CvstyleError(f"cannot open stream {url}")
@@ -277,7 +277,7 @@ class Painter:
         return [stylizer.name for stylizer in self.stylizers]
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        return _fit_longer_side(image, self.size) if self.size else image
+        return fit_longer_side(image, self.size) if self.size else image
 
     def paint(
         self,
@@ -449,7 +449,7 @@ class VideoRecorder:
     def _open(self, image: np.ndarray, at: float | None) -> None:
         self.size = (image.shape[1], image.shape[0])
         fourcc = cv2.VideoWriter_fourcc(*CODECS[self.path.suffix.lower()])
-        with _quiet_opencv():
+        with quiet_opencv():
             writer = cv2.VideoWriter(str(self._temp), fourcc, self.fps, self.size)
         if not writer.isOpened():
             self._remove_temp()

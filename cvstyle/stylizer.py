@@ -115,7 +115,7 @@ class Stylizer:
         check_options(median_filter, strength)
         bgr, alpha = _split_channels(image)
         if size:
-            bgr = _fit_longer_side(bgr, size)
+            bgr = fit_longer_side(bgr, size)
         tiled = tiling.needs_tiling(bgr, tile)
         used = [i for i, weight in enumerate(self.weights) if weight > 0]
         painted = effects.mix(
@@ -158,7 +158,7 @@ def _split_channels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     raise CvstyleError(f"expected an image of shape HxW, HxWx3 or HxWx4, not {image.shape}")
 
 
-def _fit_longer_side(bgr: np.ndarray, size: int) -> np.ndarray:
+def fit_longer_side(bgr: np.ndarray, size: int) -> np.ndarray:
     if size < 1:
         raise CvstyleError(f"size must be positive, not {size}")
     height, width = bgr.shape[:2]
