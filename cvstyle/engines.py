@@ -115,7 +115,6 @@ class OnnxRuntimeNet(StyleRunner):
         self.input_name = self.session.get_inputs()[0].name
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
-        # InferenceSession.run is thread-safe: no lock, unlike a cv2.dnn.Net.
         return self.session.run(None, {self.input_name: blob})[0]
 
 

@@ -83,6 +83,9 @@ class StyleRunner:
     def __init__(self, device: str, preprocessing: Preprocessing):
         self.device = device
         self.preprocessing = preprocessing
+        # One forward at a time per network: a cv2.dnn.Net needs it, and it keeps
+        # ONNX Runtime's memory to one activation set per model when threads share it.
+        self.lock = threading.Lock()
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         """NCHW float32 blob, padded by reflection to a multiple of ``SIZE_MULTIPLE``
@@ -113,7 +116,10 @@ class StyleRunner:
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         height, width = bgr.shape[:2]
-        return self.postprocess(self.infer(self.preprocess(bgr)), height, width)
+        blob = self.preprocess(bgr)
+        with self.lock:
+            output = self.infer(blob)
+        return self.postprocess(output, height, width)
 
 
 class StyleNet(StyleRunner):
@@ -124,7 +130,6 @@ class StyleNet(StyleRunner):
     def __init__(self, net: cv2.dnn.Net, device: str = "auto", preprocessing: Preprocessing = VGG):
         super().__init__(resolve_device(device), preprocessing)
         self.net = net
-        self._lock = threading.Lock()  # a cv2.dnn.Net runs one forward at a time
         # OpenCV 4's layer fusion gives wrong results once a net has run at another
         # input size (measured: up to 230 grey levels off); it only bought 2-4 %.
         net.enableFusion(False)
@@ -133,7 +138,7 @@ class StyleNet(StyleRunner):
         net.setPreferableTarget(target)
 
     def infer(self, blob: np.ndarray, layers: list[str] | None = None):
-        """The network's output for ``blob``, or the outputs of the named ``layers``."""
-        with self._lock:
-            self.net.setInput(blob)
-            return self.net.forward(layers) if layers else self.net.forward()
+        """The network's output for ``blob``, or the outputs of the named ``layers``
+        (callers that share the network hold :attr:`lock`)."""
+        self.net.setInput(blob)
+        return self.net.forward(layers) if layers else self.net.forward()

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import effects, tiling
 from .errors import CvstyleError
-from .modelinfo import load_network
-from .runner import StyleNet
+from .engines import load_engine
+from .runner import StyleRunner
 
 DEFAULT_MODEL = "sketch"  # the built-in model: works offline with nothing downloaded
 ModelSpec = str | os.PathLike | Sequence[tuple[str | os.PathLike, float]]
@@ -43,20 +43,20 @@ def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_network(path: Path, stamp: tuple[int, int], device: str) -> StyleNet:
-    """One loaded network per (file version, device), shared by every Stylizer in the process."""
-    return StyleNet(load_network(path), device)
+def _cached_network(path: Path, stamp: tuple[int, int], device: str, engine: str) -> StyleRunner:
+    """One loaded network per (file version, device, engine), shared by every Stylizer."""
+    return load_engine(path, engine, device)
 
 
 def load_model(
-    model: str | os.PathLike, device: str = "auto", manifest=None
-) -> tuple[Path, StyleNet]:
+    model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto"
+) -> tuple[Path, StyleRunner]:
     """Resolve a catalogue name or path; return its file and its (cached) network."""
     from .store import resolve_model  # the catalogue is read only when a model is named
 
     path = resolve_model(os.fspath(model), manifest).resolve()
     stat = path.stat()
-    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device)
+    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device, engine)
 
 
 class Stylizer:
@@ -65,7 +65,9 @@ class Stylizer:
     ``model`` is a catalogue name (``"candy"``, ``"eccv16/starry_night"``), the built-in
     ``"sketch"``, a path to a `.t7` file, a mix such as ``"candy:0.7+udnie:0.3"``, or a
     list of ``(model, weight)`` pairs. ``device`` is ``auto``, ``cpu``, ``opencl``,
-    ``cuda`` or ``cuda-fp16``.
+    ``cuda`` or ``cuda-fp16``. ``engine`` is ``auto``, ``opencv`` or ``onnxruntime``
+    (``auto``: ONNX Runtime where it is installed, with a GPU provider or on the CPU,
+    where it measured faster; else OpenCV).
 
     >>> import cv2
     >>> from cvstyle import Stylizer
@@ -77,6 +79,7 @@ class Stylizer:
         model: ModelSpec = DEFAULT_MODEL,
         device: str = "auto",
         manifest: str | os.PathLike | None = None,
+        engine: str = "auto",
     ):
         parts = (
             parse_model_spec(model)
@@ -84,13 +87,17 @@ class Stylizer:
             else [(name, float(weight)) for name, weight in model]
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
-        self.paths, self.networks = zip(*(load_model(name, device, manifest) for name, _ in parts))
+        self.paths, self.networks = zip(*(load_model(name, device, manifest, engine) for name, _ in parts))
         names = [Path(os.fspath(name)).name.removesuffix(".t7") for name, _ in parts]
         self.name = "+".join(names)
 
     @property
     def device(self) -> str:
         return self.networks[0].device
+
+    @property
+    def engine(self) -> str:
+        return self.networks[0].engine
 
     def stylize(
         self,

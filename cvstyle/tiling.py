@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from . import t7nn, torch7
-from .modelinfo import load_network
-from .runner import MIN_SIDE, SIZE_MULTIPLE, StyleNet
+from .modelinfo import inspect_model, load_network
+from .runner import MIN_SIDE, SIZE_MULTIPLE, StyleNet, StyleRunner
 from .torch7 import TorchObject
 
 # Above this many pixels a single forward risks OpenCV's crash or more than ~1.5 GiB.
@@ -156,11 +156,13 @@ def frozen_network(
 
 
 def stylize_large(
-    network: StyleNet, model_path: str | os.PathLike, bgr: np.ndarray,
+    network: StyleRunner, model_path: str | os.PathLike, bgr: np.ndarray,
     core: int = TILE, margin: int = MARGIN,
 ) -> np.ndarray:
     """Tile ``bgr`` through ``network``, freezing whole-image statistics where it needs them."""
-    if _normalised_layers(network.net):
-        statistics = normalisation_statistics(model_path, bgr, network.device)
-        network = frozen_network(model_path, statistics, network.device)
+    if Path(model_path).suffix == ".t7" and inspect_model(model_path).family == "instance_norm":
+        # The frozen copy runs on OpenCV, whatever engine ran the untiled network.
+        device = network.device if network.engine == "opencv" else "cpu"
+        statistics = normalisation_statistics(model_path, bgr, device)
+        network = frozen_network(model_path, statistics, device)
     return stylize_tiled(network, bgr, core, margin)

@@ -134,15 +134,29 @@ def test_garbage_model_file_is_refused_cleanly(workdir, capsys):
     assert "fake.t7" in err and "not a Torch7 model" in err
 
 
-def test_opencv5_gets_a_one_line_explanation(workdir, capsys, monkeypatch):
+def test_without_the_torch_importer_models_run_through_onnx(workdir, capsys, monkeypatch):
+    """OpenCV 5 has no readNetFromTorch: the .t7 is converted to ONNX once and runs;
+    without the onnx package the user is told, in one line, what to install."""
+    import sys
+
     import cv2 as cv2_module
 
-    small_photo(workdir)
-    monkeypatch.delattr(cv2_module.dnn, "readNetFromTorch")
-    # A file the cache has not seen, so the importer is looked up again.
+    photo = small_photo(workdir)
     shutil.copy(Path(__import__("cvstyle").__file__).parent / "data" / "sketch.t7", workdir / "s.t7")
-    assert main(["apply", "-m", "s.t7", "cat.png"]) == 3
-    assert "OpenCV 5 removed" in capsys.readouterr().err
+    assert main(["apply", "-m", "s.t7", "cat.png", "--engine", "opencv", "-o", "torch.png"]) == 0
+    monkeypatch.delattr(cv2_module.dnn, "readNetFromTorch")
+    assert main(["apply", "-m", "s.t7", "cat.png", "--engine", "opencv", "-o", "onnx.png"]) == 0
+    via_onnx, via_torch = cv2.imread("onnx.png").astype(int), cv2.imread("torch.png").astype(int)
+    assert np.abs(via_onnx - via_torch).max() <= 1
+    assert np.abs(via_onnx - cv2.imread(str(photo))).mean() > 20
+    for cached in workdir.glob("s.*.onnx"):
+        cached.unlink()
+    shutil.copy(workdir / "s.t7", workdir / "s2.t7")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if not installed
+    capsys.readouterr()
+    assert main(["apply", "-m", "s2.t7", "cat.png", "--engine", "opencv"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install 'cvstyle[onnx]'" in err
 
 
 def test_bad_option_values(workdir, capsys):

@@ -281,8 +281,8 @@ def test_one_log_line_per_request(client, caplog):
 def test_each_network_is_loaded_once(store_home, tmp_path, monkeypatch):
     path = write_fixture_model(tmp_path / f"once_{uuid.uuid4().hex}.t7", "instance_norm", 7)
     loads = []
-    real_load = stylizer.load_network
-    monkeypatch.setattr(stylizer, "load_network", lambda p: loads.append(p) or real_load(p))
+    real_load = stylizer.load_engine
+    monkeypatch.setattr(stylizer, "load_engine", lambda p, *rest: loads.append(p) or real_load(p, *rest))
     app = create_app([file_model(path, "test/once")], workers=2, queue_size=2)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         with ThreadPoolExecutor(4) as clients:
@@ -299,7 +299,7 @@ def test_a_full_queue_answers_503_with_retry_after(store_home, wave_model):
     app = create_app([file_model(wave_model, "test/wave")], workers=1, queue_size=1)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client, \
             ThreadPoolExecutor(2) as clients:
-        with network._lock:
+        with network.lock:
             admitted = [clients.submit(stylize, client, size=96) for _ in range(2)]
             deadline = time.monotonic() + 10
             while client.get("/health").json()["pending"] < 2:

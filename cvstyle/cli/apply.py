@@ -40,12 +40,14 @@ from . import cli
 )
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
+@click.option("--engine", type=click.Choice(["auto", "opencv", "onnxruntime"]), default="auto", show_default=True, help="auto: ONNX Runtime where installed (faster on the CPU, CUDA where present), else OpenCV.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which engine and device run each model.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, quality, device,
-    max_pixels, manifest, fetch,
+    engine, verbose, max_pixels, manifest, fetch,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
 
@@ -59,7 +61,10 @@ def apply_command(
             for name, _ in parse_model_spec(model):
                 ensure_model(name, manifest)
     sources, failures = batch.expand_inputs(inputs)
-    stylizers = [Stylizer(model, device=device, manifest=manifest) for model in models]
+    stylizers = [Stylizer(model, device=device, manifest=manifest, engine=engine) for model in models]
+    if verbose:
+        for stylizer in stylizers:
+            click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}", err=True)
     jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
     options = dict(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
