@@ -1,7 +1,7 @@
 """cvstyle benchmark: one markdown document with every figure issue 4 asks for.
 
-    python benchmarks/bench.py            # full run (about 15-25 minutes on 2 cores)
-    python benchmarks/bench.py --quick    # fewer sizes and repeats, no 48 MP (2-4 minutes)
+    python benchmarks/bench.py            # full run (about 10 minutes on 2 cores)
+    python benchmarks/bench.py --quick    # fewer sizes and repeats, no 48 MP (about 2.5 minutes)
     python benchmarks/bench.py --only 1,7 # some sections only
     python benchmarks/bench.py -o docs/benchmarks-run.md   # also write the document to a file
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -73,6 +74,7 @@ class Plan:
     engine_repeat: int
     settings_size: tuple
     settings_repeat: int
+    engine: str = "auto"  # the engine sections 2-5 run the project on, as --engine
 
 
 FULL = Plan(
@@ -264,7 +266,7 @@ def section_forward(plan: Plan, models: dict[str, Path], peak: float, results: d
             work = gmac(root, blob.shape)
             rate = 2 * work / median
             opencv_count = network.net.getFLOPS(tuple(blob.shape)) / 1e9
-            results["forward", family, size] = median
+            results["forward", "opencv", family, size] = median
             rows.append([
                 family, fmt_size(size), ms(median), ms(min(times)),
                 f"{median / (size[0] * size[1] / 1e6) * 1000:.0f}",
@@ -273,7 +275,7 @@ def section_forward(plan: Plan, models: dict[str, Path], peak: float, results: d
     header = ["family", "size", "forward ms (median)", "min ms", "ms/MP", "GMAC",
               "GFLOP by cv2 getFLOPS", "GFLOP/s (2 MAC/s)", "ratio to matmul"]
     return (
-        f"StyleNet.infer on a prepared blob, median of {plan.forward_repeat} after one warm-up. "
+        f"OpenCV DNN: StyleNet.infer on a prepared blob, median of {plan.forward_repeat} after one warm-up. "
         "GMAC counts convolutions and transposed convolutions from the Torch7 tree, on the "
         "input plus its 40-px reflection border; OpenCV's own getFLOPS (which also counts "
         "normalisation and activations) is shown beside it as a check.\n\n"
@@ -281,11 +283,31 @@ def section_forward(plan: Plan, models: dict[str, Path], peak: float, results: d
     )
 
 
-def forward_seconds(results: dict, family: str, path: Path, size: tuple[int, int], repeat: int = 3) -> float:
-    """Section 1's median forward at ``size``, measured here if section 1 did not run it."""
-    key = ("forward", family, size)
+def engine_name(engine: str, path: Path) -> str:
+    """The engine ``engine`` (auto, opencv, onnxruntime) resolves to for ``path`` on the CPU,
+    as the project's Stylizer and ``cvstyle apply --engine`` choose it."""
+    try:
+        from cvstyle.engines import choose_engine
+    except ImportError:  # a project without the engine module: OpenCV only
+        return "opencv"
+    return choose_engine(engine, "cpu", path)
+
+
+def load_runner(path: Path, engine: str):
+    """A freshly loaded network (StyleRunner) of ``path`` on ``engine``, on the CPU."""
+    if engine_name(engine, path) == "opencv":
+        return StyleNet(load_network(path), "cpu")
+    from cvstyle.engines import load_engine
+
+    return load_engine(path, engine, "cpu")
+
+
+def forward_seconds(results: dict, engine: str, family: str, path: Path, size: tuple[int, int],
+                    repeat: int = 3) -> float:
+    """The median forward on ``engine`` at ``size``: section 1's for OpenCV, else measured here."""
+    key = ("forward", engine_name(engine, path), family, size)
     if key not in results:
-        network = StyleNet(load_network(path), "cpu")
+        network = load_runner(path, engine)
         blob = network.preprocess(photo(size))
         results[key] = statistics.median(interleaved({"f": lambda: network.infer(blob)}, repeat)["f"])
     return results[key]
@@ -310,6 +332,21 @@ def cli_apply(arguments: list[str]) -> None:
         raise RuntimeError(f"cvstyle apply {' '.join(arguments)} exited with {code}")
 
 
+def engine_option(plan: Plan) -> list[str]:
+    """``cvstyle apply``'s engine option, left out for auto (so older CLIs work too)."""
+    return [] if plan.engine == "auto" else ["--engine", plan.engine]
+
+
+def engine_argument(plan: Plan) -> dict:
+    return {} if plan.engine == "auto" else {"engine": plan.engine}
+
+
+def engine_text(plan: Plan, api: bool = False) -> str:
+    if plan.engine == "auto":
+        return ""
+    return f", engine={plan.engine!r}" if api else f" --engine {plan.engine}"
+
+
 def section_apply(plan: Plan, models: dict[str, Path], folder: Path, results: dict) -> str:
     from cvstyle import stylizer as stylizer_module
     from cvstyle.imageio import read_image, write_image
@@ -321,9 +358,10 @@ def section_apply(plan: Plan, models: dict[str, Path], folder: Path, results: di
     for family, path in models.items():
         log(f"apply {family} {fmt_size(REFERENCE)}")
         stylizer_module._cached_network.cache_clear()
-        arguments = [str(source), "-m", str(path), "-o", str(out), "--device", "cpu"]
+        arguments = [str(source), "-m", str(path), "-o", str(out), "--device", "cpu", *engine_option(plan)]
         cold = timed(cli_apply, arguments)[0]  # loads the network, first forward at this shape
-        network = stylizer_module.Stylizer(str(path), device="cpu").networks[0]  # the cached one
+        # The network apply used: the cached one.
+        network = stylizer_module.Stylizer(str(path), device="cpu", **engine_argument(plan)).networks[0]
         picture = read_image(source)
         blob = network.preprocess(picture.bgr)
         output = network.infer(blob)
@@ -344,13 +382,13 @@ def section_apply(plan: Plan, models: dict[str, Path], folder: Path, results: di
         results["apply", family] = median["apply"]
         overhead = median["apply"] / median["forward"] - 1
         rows.append([
-            family, ms(cold), ms(median["apply"]), ms(median["forward"]), f"{overhead * 100:+.1f} %",
+            family, network.engine, ms(cold), ms(median["apply"]), ms(median["forward"]), f"{overhead * 100:+.1f} %",
             ms(median["read"]), ms(median["preprocess"]), ms(median["postprocess"]), ms(median["write"]),
         ])
-    header = ["family", "first apply ms (loads the net)", "apply ms (median)", "forward ms",
+    header = ["family", "engine", "first apply ms (loads the net)", "apply ms (median)", "forward ms",
               "overhead", "read ms", "preprocess ms", "postprocess ms", "write JPEG ms"]
     return (
-        f"`cvstyle apply photo.jpg -m model.t7 -o out/` run in-process through `cvstyle.cli.main` "
+        f"`cvstyle apply photo.jpg -m model.t7 -o out/{engine_text(plan)}` run in-process through `cvstyle.cli.main` "
         f"on a {fmt_size(REFERENCE)} JPEG, interleaved with a forward of the same cached network "
         f"on the same photo's blob (median of {plan.apply_repeat}). Overhead = apply / forward - 1 "
         "(goal: <= 5 %). The parts (sequential in a single-image run) are timed alone.\n\n"
@@ -396,14 +434,15 @@ def section_batch(plan: Plan, models: dict[str, Path], folder: Path) -> str:
         out.mkdir()
 
         def forward_only():
-            network = StyleNet(load_network(path), "cpu")
+            network = load_runner(path, plan.engine)
             blobs = [network.preprocess(cv2.imread(str(p))) for p in paths]
             network.infer(blobs[0])  # a warm network, blobs already in memory
             return timed(lambda: [network.infer(blob) for blob in blobs])[0]
 
         def project():
             stylizer_module._cached_network.cache_clear()  # it loads its network, as the CLI does
-            return timed(cli_apply, [str(images), "-m", str(path), "-o", str(out), "--device", "cpu"])[0]
+            return timed(cli_apply, [str(images), "-m", str(path), "-o", str(out), "--device", "cpu",
+                                     *engine_option(plan)])[0]
 
         def seed():
             return timed(seed_recipe, paths, path, out)[0]
@@ -417,15 +456,15 @@ def section_batch(plan: Plan, models: dict[str, Path], folder: Path) -> str:
         forward_s, project_s, seed_s = best[forward_only], best[project], best[seed]
         n = len(paths)
         rows.append([
-            family, f"{n / forward_s:.2f}", f"{n / project_s:.2f}", f"{forward_s / project_s * 100:.1f} %",
+            family, engine_name(plan.engine, path), f"{n / forward_s:.2f}", f"{n / project_s:.2f}", f"{forward_s / project_s * 100:.1f} %",
             f"{n / seed_s:.2f}", f"{seed_s / project_s:.2f}x",
         ])
-    header = ["family", "forward-only images/s", "project batch images/s", "batch / forward-only",
+    header = ["family", "engine", "forward-only images/s", "project batch images/s", "batch / forward-only",
               "seed recipe images/s", "batch speed-up over seed"]
     return (
         f"A folder of {plan.batch_images} {fmt_size(size)} JPEGs, best of {plan.batch_trials} "
-        "trial(s) per variant. Forward-only: one warm network "
-        "on blobs already in memory. Project batch: `cvstyle apply folder -m model.t7 -o out/` "
+        "trial(s) per variant. Forward-only: one warm network of the batch's engine "
+        f"on blobs already in memory. Project batch: `cvstyle apply folder -m model.t7 -o out/{engine_text(plan)}` "
         "in-process (expand_inputs, plan_outputs, run_jobs with overlapped decode/encode; its "
         "network load included). Seed recipe: `cv2.dnn.readNetFromTorch` + imread + "
         "blobFromImage + forward + imwrite per photo, as tutorials do. Goal: batch >= 95 % of "
@@ -447,23 +486,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_large(model: str, width: int, height: int, repeat: int) -> None:
+def child_large(model: str, width: int, height: int, repeat: int, engine: str) -> None:
     """Runs in a subprocess: stylize one synthetic photo, print JSON with time and peak RSS."""
     from cvstyle import tiling
     from cvstyle.stylizer import Stylizer
 
-    stylizer = Stylizer(model, device="cpu")
+    stylizer = Stylizer(model, device="cpu", engine=engine)
     image = photo((width, height))
     before = peak_rss_mib()
     times = [timed(stylizer.stylize, image)[0] for _ in range(repeat)]
     peak = peak_rss_mib()
     tiles = len(tiling.plan_tiles(height, width)) if tiling.needs_tiling(image, "auto") else 0
-    print(json.dumps({"seconds": times, "peak_mib": peak, "before_mib": before, "tiles": tiles}))
+    print(json.dumps({"seconds": times, "peak_mib": peak, "before_mib": before, "tiles": tiles,
+                      "engine": stylizer.engine}))
 
 
-def run_child(model: Path, size: tuple[int, int], repeat: int = 1) -> dict:
+def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child-large", str(model),
-               str(size[0]), str(size[1]), str(repeat)]
+               str(size[0]), str(size[1]), str(repeat), engine]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     wall = time.perf_counter() - start
@@ -477,37 +517,39 @@ def section_large(plan: Plan, models: dict[str, Path], results: dict) -> str:
     rows = []
     for family, path in models.items():
         log(f"large {family} {fmt_size(REFERENCE)} reference")
-        reference = run_child(path, REFERENCE, repeat=3)
+        reference = run_child(path, REFERENCE, plan.engine, repeat=3)
         reference_rate = None
         if "error" not in reference:
             reference_rate = statistics.median(reference["seconds"]) / (REFERENCE[0] * REFERENCE[1] / 1e6)
-        forward_rate = forward_seconds(results, family, path, REFERENCE) / (REFERENCE[0] * REFERENCE[1] / 1e6)
+        forward_rate = (forward_seconds(results, plan.engine, family, path, REFERENCE)
+                        / (REFERENCE[0] * REFERENCE[1] / 1e6))
         for size in (REFERENCE, *plan.large_sizes):
             megapixels = size[0] * size[1] / 1e6
             if size != REFERENCE:
                 log(f"large {family} {fmt_size(size)}")
-            report = reference if size == REFERENCE else run_child(path, size)
+            report = reference if size == REFERENCE else run_child(path, size, plan.engine)
             if "error" in report:
-                rows.append([family, fmt_size(size), f"{megapixels:.1f}", "-", f"FAILED ({report['error']})",
-                             "-", "-", "-", "-"])
+                rows.append([family, "-", fmt_size(size), f"{megapixels:.1f}", "-",
+                             f"FAILED ({report['error']})", "-", "-", "-", "-"])
                 continue
             seconds = statistics.median(report["seconds"])
             rate = seconds / megapixels
             rows.append([
-                family, fmt_size(size), f"{megapixels:.1f}", report["tiles"] or "untiled",
+                family, report["engine"], fmt_size(size), f"{megapixels:.1f}", report["tiles"] or "untiled",
                 f"{seconds:.1f}", f"{rate:.2f}",
                 f"{rate / reference_rate:.2f}" if reference_rate else "-",
                 f"{rate / forward_rate:.2f}",
                 f"{report['peak_mib']:.0f} (before: {report['before_mib']:.0f})",
             ])
-    header = ["family", "size", "MP", "tiles", "seconds", "s/MP", "s/MP / 1024x768 stylize",
+    header = ["family", "engine", "size", "MP", "tiles", "seconds", "s/MP", "s/MP / 1024x768 stylize",
               "s/MP / 1024x768 forward", "peak RSS MiB"]
     return (
-        "`Stylizer(model).stylize(photo)` with default (auto) tiling, each case in its own "
+        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo)` with default (auto) tiling, each case in its own "
         "subprocess so that the peak resident memory (VmHWM) is that case's alone; the photo is made in memory (no "
         f"decoding). The {fmt_size(REFERENCE)} row is the median of 3 calls in one process (the "
         "first pays network set-up); large rows are one call, set-up included. \"before\" is the "
-        "peak RSS after loading the network and making the photo. Goals: both complete, peak "
+        "peak RSS after loading the network and making the photo; the last-but-one column divides by "
+        "the 1024x768 forward of the same engine. Goals: both complete, peak "
         "RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure."
         + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 MP skipped.")
         + "\n\n" + table(header, rows)
@@ -553,7 +595,7 @@ def section_live(plan: Plan, models: dict[str, Path]) -> str:
         live = None
     rows = []
     for family, path in models.items():
-        stylizer = Stylizer(str(path), device="cpu")
+        stylizer = Stylizer(str(path), device="cpu", **engine_argument(plan))
         for size in plan.live_sizes:
             log(f"live {family} {fmt_size(size)}")
             base = photo(size)
@@ -576,14 +618,14 @@ def section_live(plan: Plan, models: dict[str, Path]) -> str:
             fps = 2 * len(frames) / live_seconds
             forward_fps = 2 * len(frames) / forward_seconds_total
             rows.append([
-                family, fmt_size(size), f"{fps:.2f}", ms(statistics.mean(latencies)),
+                family, stylizer.engine, fmt_size(size), f"{fps:.2f}", ms(statistics.mean(latencies)),
                 f"{forward_fps:.2f}", f"{fps / forward_fps * 100:.0f} %",
             ])
-    header = ["family", "size", "live FPS", "mean latency ms", "forward-only FPS", "live / forward-only"]
+    header = ["family", "engine", "size", "live FPS", "mean latency ms", "forward-only FPS", "live / forward-only"]
     source = ("`cvstyle.live.run` (the loop behind `cvstyle live`, its warm-up outside the timing) "
               "with no window" if live is not None else "a loop of Stylizer.stylize")
     return (f"{source}, on {plan.live_frames} in-memory frames per case, twice, each time followed "
-            "by forward-only (StyleNet.infer on the same frames' prepared blobs) for the reference "
+            "by forward-only (the same network's infer on the frames' prepared blobs) for the reference "
             "FPS.\n\n" + table(header, rows))
 
 
@@ -896,14 +938,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, no 48 MP")
     parser.add_argument("--only", default="", help="comma-separated section numbers (default: all)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
+    parser.add_argument("--engine", default="auto", choices=("auto", "opencv", "onnxruntime"),
+                        help="engine of the project's own paths (sections 2-5), as `cvstyle apply "
+                        "--engine`; default auto, the project's default")
     parser.add_argument("-o", "--output", type=Path, help="also write the document to this file")
-    parser.add_argument("--child-large", nargs=4, metavar=("MODEL", "W", "H", "REPEAT"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-large", nargs=5, metavar=("MODEL", "W", "H", "REPEAT", "ENGINE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_large:
-        model, width, height, repeat = args.child_large
-        child_large(model, int(width), int(height), int(repeat))
+        model, width, height, repeat, engine = args.child_large
+        child_large(model, int(width), int(height), int(repeat), engine)
         return 0
-    plan = QUICK if args.quick else FULL
+    plan = dataclasses.replace(QUICK if args.quick else FULL, engine=args.engine)
     wanted = [int(n) for n in args.only.split(",") if n.strip()] or list(SECTIONS)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     started = time.perf_counter()
@@ -915,15 +961,19 @@ def main(argv: list[str] | None = None) -> int:
 
     emit(f"# cvstyle benchmark{' (QUICK run)' if plan.quick else ''}\n\n"
          f"Run on {time.strftime('%Y-%m-%d %H:%M %Z')} with `python benchmarks/bench.py"
-         f"{' --quick' if plan.quick else ''}`.\n\n## Machine\n\n" + machine_description(plan))
+         f"{' --quick' if plan.quick else ''}{'' if plan.engine == 'auto' else ' --engine ' + plan.engine}`."
+         "\n\n## Machine\n\n" + machine_description(plan))
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="cvstyle-bench-") as temp:
         folder = Path(temp)
         models = {family: write_fixture_model(folder / f"{family}.t7", family, seed=1) for family in families}
         log("numpy matmul")
         peak = matmul_gflops()
+        chosen = {engine_name(plan.engine, path) for path in models.values()}
         emit(f"numpy float32 matmul (2048x2048 @ 2048x2048, best of 7): **{peak:.1f} GFLOP/s**; "
-             "the 'ratio to matmul' columns divide by this figure.")
+             "the 'ratio to matmul' columns divide by this figure. Sections 1 and 7 measure OpenCV's "
+             f"DNN; sections 2-5 run the project's own paths on engine `{plan.engine}`, which is "
+             f"**{', '.join(sorted(chosen))}** here; section 6 puts the engines side by side.")
         for number in sorted(wanted):
             log(f"section {number}: {SECTIONS[number]}")
             if number == 1:
