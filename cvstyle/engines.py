@@ -114,8 +114,10 @@ class OnnxRuntimeNet(StyleRunner):
         super().__init__(("cuda" if on_gpu else "cpu") if device == "auto" else device, preprocessing)
         self.input_name = self.session.get_inputs()[0].name
 
-    def infer(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: blob})[0]
+    def infer(self, blob: np.ndarray, outputs: list[str] | None = None):
+        """The network's output for ``blob``, or the named graph ``outputs``."""
+        results = self.session.run(outputs, {self.input_name: blob})
+        return results if outputs else results[0]
 
 
 def _is_onnx(path: Path) -> bool:
