@@ -1,8 +1,11 @@
 """The model catalogue: ``models.txt`` and users' own manifests in the same format.
 
-One model per line, whitespace-separated ``NAME URL DIGEST [TITLE...]``; ``#`` at the start
-of a line or after white space starts a comment. NAME is ``family/name``; a model may also
-be named by its short part (``candy``) when no other family has a model of that name.
+One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [TITLE...]``;
+``#`` at the start of a line or after white space starts a comment. NAME is
+``family/name``; a model may also be named by its short part (``candy``) when no other
+family has a model of that name. A URL ending in ``.onnx`` is an ONNX model, any other a
+Torch7 `.t7` one. ``input=PRESET`` (see :mod:`cvstyle.presets`) says how the model wants
+its pixels; without it, ``vgg``, what the `.t7` models take.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import presets
 from .errors import ModelError
 from .hashes import Digest, parse_digest
 
@@ -28,6 +32,11 @@ _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # "#" starts a comment at the start of a line or after white space, so "page#part" in a URL
 # or title survives.
 _COMMENT = re.compile(r"(?:^|\s)#")
+# KEY=VALUE settings between DIGEST and TITLE; a title starts at the first other word.
+_SETTING = re.compile(r"([a-z_]+)=(\S*)")
+SETTINGS = ("input",)
+# Model file formats by suffix; a URL with neither suffix is taken for Torch7.
+ONNX_SUFFIX, T7_SUFFIX = ".onnx", ".t7"
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,12 @@ class Entry:
     digest: Digest
     title: str = ""
     source: str = ""  # "FILE:LINE" it was read from, for messages
+    input_format: str = presets.DEFAULT  # a key of presets.PRESETS
+
+    @property
+    def suffix(self) -> str:
+        """``.onnx`` for a URL ending so, else ``.t7``: the stored file keeps it."""
+        return ONNX_SUFFIX if urlsplit(self.url).path.lower().endswith(ONNX_SUFFIX) else T7_SUFFIX
 
     @property
     def family(self) -> str:
@@ -69,7 +84,7 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
         where = f"{source}:{lineno}"
         fields = line.split(None, 3)
         if len(fields) < 3:
-            raise ModelError(f"{where}: expected NAME URL DIGEST [TITLE...], got {line!r}")
+            raise ModelError(f"{where}: expected NAME URL DIGEST [input=PRESET] [TITLE...], got {line!r}")
         name, url, digest_text = fields[:3]
         _check_name(name, where)
         _check_url(url, where)
@@ -79,18 +94,36 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
             raise ModelError(f"{where}: {error}") from None
         if name in entries:
             raise ModelError(f"{where}: {name} is listed twice (first at {entries[name].source})")
-        title = fields[3].strip() if len(fields) > 3 else ""
-        entries[name] = Entry(name, url, digest, title, where)
+        settings, title = _settings(fields[3] if len(fields) > 3 else "", where)
+        input_format = settings.get("input", presets.DEFAULT)
+        presets.preset(input_format, where)  # an unknown preset fails here, naming the line
+        entries[name] = Entry(name, url, digest, title, where, input_format)
     return list(entries.values())
+
+
+def _settings(rest: str, where: str) -> tuple[dict[str, str], str]:
+    """The ``KEY=VALUE`` words at the start of ``rest``, and the title after them."""
+    settings: dict[str, str] = {}
+    while (words := rest.split(None, 1)) and (match := _SETTING.fullmatch(words[0])):
+        key, value = match.groups()
+        if key not in SETTINGS:
+            raise ModelError(f"{where}: unknown setting {key}= (known: {', '.join(SETTINGS)})")
+        if key in settings:
+            raise ModelError(f"{where}: {key}= is given twice")
+        settings[key] = value
+        rest = words[1] if len(words) > 1 else ""
+    return settings, rest.strip()
 
 
 def _check_name(name: str, where: str) -> None:
     family, slash, short = name.partition("/")
-    # A name never ends in .t7, so that a spec ending in .t7 always means a file path.
-    if not (slash and _NAME_PART.fullmatch(family) and _NAME_PART.fullmatch(short)) or short.endswith(".t7"):
+    # A name never ends in .t7 or .onnx, so that a spec ending so always means a file path.
+    if not (slash and _NAME_PART.fullmatch(family) and _NAME_PART.fullmatch(short)) or short.lower().endswith(
+        (T7_SUFFIX, ONNX_SUFFIX)
+    ):
         raise ModelError(
             f"{where}: model name {name!r} is not family/name "
-            "(letters, digits, '_', '-' and '.', no .t7 suffix; e.g. instance_norm/candy)"
+            "(letters, digits, '_', '-' and '.', no .t7 or .onnx suffix; e.g. instance_norm/candy)"
         )
 
 

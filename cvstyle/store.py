@@ -1,8 +1,9 @@
 """Where downloaded models live, whether they are intact, and how a model name becomes a file.
 
-The store is ``<home>/models/<family>/<name>.t7`` with ``<home>`` the per-user data
-directory (``~/.local/share/cvstyle`` on Linux) or ``$CVSTYLE_HOME``. Only verified files
-ever appear under those names (the downloader writes ``<name>.t7.part`` and renames it).
+The store is ``<home>/models/<family>/<name>.t7`` (``.onnx`` for an ONNX model) with
+``<home>`` the per-user data directory (``~/.local/share/cvstyle`` on Linux) or
+``$CVSTYLE_HOME``. Only verified files ever appear under those names (the downloader
+writes ``<name>.t7.part`` and renames it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import platformdirs
 from filelock import FileLock, Timeout
 
-from .catalogue import Entry, load_catalogue
+from .catalogue import ONNX_SUFFIX, T7_SUFFIX, Entry, load_catalogue
 from .errors import ModelError
 
 ENV_HOME = "CVSTYLE_HOME"
@@ -58,7 +59,7 @@ def models_dir() -> Path:
 
 def model_path(entry: Entry) -> Path:
     """The final path of a catalogue model (it exists only once verified)."""
-    return models_dir() / entry.family / f"{entry.short_name}.t7"
+    return models_dir() / entry.family / f"{entry.short_name}{entry.suffix}"
 
 
 def part_path(entry: Entry) -> Path:
@@ -172,7 +173,7 @@ def local_model(spec: str) -> Path | None:
         return BUILTIN_DIR / BUILTIN_MODELS[spec]
     if path.is_dir():
         raise ModelError(f"{spec} is a directory, not a model file")
-    if spec.endswith(".t7"):  # meant as a path: catalogue names never end in .t7
+    if spec.lower().endswith((T7_SUFFIX, ONNX_SUFFIX)):  # meant as a path: catalogue names never end so
         raise ModelError(f"model file {spec} does not exist")
     return None
 
@@ -183,9 +184,14 @@ def resolve_model(spec: str, manifest: str | os.PathLike | None = None) -> Path:
     Raises :class:`ModelError` with the command to run when a catalogue model is not
     downloaded (or its file is corrupt).
     """
+    return locate_model(spec, manifest)[0]
+
+
+def locate_model(spec: str, manifest: str | os.PathLike | None = None) -> tuple[Path, Entry | None]:
+    """Like :func:`resolve_model`, with the catalogue entry (None for a path or built-in)."""
     local = local_model(spec)
     if local is not None:
-        return local
+        return local, None
     entry = load_catalogue(manifest).lookup(spec)
     state = status(entry)
     command = fetch_command([entry], manifest)
@@ -193,4 +199,4 @@ def resolve_model(spec: str, manifest: str | os.PathLike | None = None) -> Path:
         raise ModelError(f"model {entry.name} is not downloaded: run `{command}`")
     if state.status is Status.CORRUPT:
         raise ModelError(f"model {entry.name} at {state.path} is corrupt ({state.detail}): run `{command}`")
-    return state.path
+    return state.path, entry

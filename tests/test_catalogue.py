@@ -95,10 +95,18 @@ def test_comments_blank_lines_and_titles():
 @pytest.mark.parametrize(
     "line, message",
     [
-        (f"mine/x {URL}", "my.txt:2: expected NAME URL DIGEST [TITLE...], got 'mine/x http://example.org/m.t7'"),
+        (f"mine/x {URL}", "my.txt:2: expected NAME URL DIGEST [input=PRESET] [TITLE...], got 'mine/x http://example.org/m.t7'"),
         (f"portrait {URL} {DIGEST}", "my.txt:2: model name 'portrait' is not family/name"),
         (f"mine/../x {URL} {DIGEST}", "my.txt:2: model name 'mine/../x' is not family/name"),
         (f"mine/x.t7 {URL} {DIGEST}", "my.txt:2: model name 'mine/x.t7' is not family/name"),
+        (f"mine/x.onnx {URL} {DIGEST}", "my.txt:2: model name 'mine/x.onnx' is not family/name"),
+        (
+            f"mine/x {URL} {DIGEST} input=bgr255 Mine",
+            "my.txt:2: unknown input format 'bgr255': choose one of vgg, rgb255, rgb01",
+        ),
+        (f"mine/x {URL} {DIGEST} input= Mine", "my.txt:2: unknown input format '': choose one of"),
+        (f"mine/x {URL} {DIGEST} inptu=rgb255 Mine", "my.txt:2: unknown setting inptu= (known: input)"),
+        (f"mine/x {URL} {DIGEST} input=rgb255 input=vgg", "my.txt:2: input= is given twice"),
         (f"mine/x ftp://example.org/m.t7 {DIGEST}", "my.txt:2: 'ftp://example.org/m.t7' is not an http, https or file URL"),
         (f"mine/x {URL} md5:{'0' * 32}", "my.txt:2: unknown digest algorithm 'md5'"),
         (f"mine/x {URL} sha1:1234", "my.txt:2: a sha1 digest is 40 hex digits, not '1234'"),
@@ -147,3 +155,18 @@ def test_gitsha1_is_the_git_blob_id(tmp_path):
 def test_parse_digest_normalises_case():
     assert parse_digest("SHA1:" + "AB" * 20) == Digest("sha1", "ab" * 20)
     assert str(parse_digest("gitsha1:" + "0" * 40)) == "gitsha1:" + "0" * 40
+
+
+def test_onnx_urls_and_input_presets():
+    text = (
+        f"mine/torch  {URL}  {DIGEST}  Torch model\n"
+        f"mine/net  https://example.org/dl/Net.ONNX?x=1  {DIGEST}  input=rgb255  My  PyTorch net\n"
+        f"mine/unit https://example.org/unit.onnx {DIGEST} input=rgb01\n"
+        f"mine/plain https://example.org/plain.onnx {DIGEST} E = mc2, input=rgb255\n"
+    )
+    torch, net, unit, plain = parse_catalogue(text, "my.txt")
+    assert (torch.suffix, torch.input_format, torch.title) == (".t7", "vgg", "Torch model")
+    assert (net.suffix, net.input_format, net.title) == (".onnx", "rgb255", "My  PyTorch net")
+    assert (unit.suffix, unit.input_format, unit.title) == (".onnx", "rgb01", "")
+    # Only KEY=VALUE words directly after DIGEST are settings; the title is kept as written.
+    assert (plain.suffix, plain.input_format, plain.title) == (".onnx", "vgg", "E = mc2, input=rgb255")
