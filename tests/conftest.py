@@ -39,3 +39,11 @@ def cat_bgr() -> np.ndarray:
     image = cv2.imread(str(SAMPLES / "chelsea.png"))
     assert image is not None
     return image
+
+
+# OpenCV 5 removed the Torch7 importer. Tests of that importer itself (or comparing with
+# it) run under OpenCV 4 only; everything else goes through the ONNX path under OpenCV 5.
+needs_torch_importer = pytest.mark.skipif(
+    not hasattr(cv2.dnn, "readNetFromTorch"),
+    reason=f"OpenCV {cv2.__version__} has no Torch importer (cv2.dnn.readNetFromTorch): OpenCV 4 only",
+)

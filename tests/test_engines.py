@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import needs_torch_importer
 from cvstyle import engines, onnx_export
 from cvstyle.engines import CPU, CUDA, TENSORRT, choose_engine, load_engine
 from cvstyle.errors import CvstyleError, ModelError
@@ -16,9 +17,6 @@ from cvstyle.modelinfo import load_network
 from cvstyle.runner import Preprocessing, StyleNet
 
 ORT_REASON = "ONNX Runtime is not installed (cvstyle[onnx])"
-torch_importer = pytest.mark.skipif(
-    not hasattr(cv2.dnn, "readNetFromTorch"), reason="OpenCV 5 has no Torch importer to compare with"
-)
 pytest.importorskip("onnx", reason="the converter needs the onnx package (cvstyle[onnx])")
 
 
@@ -99,7 +97,7 @@ def test_provider_lists():
 # ---------------------------------------------------------------- running
 
 
-@torch_importer
+@needs_torch_importer
 def test_onnxruntime_engine_matches_opencv(model_copy, photo):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     runner = load_engine(model_copy, "onnxruntime", "cpu")

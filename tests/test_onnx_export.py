@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference_net
+from conftest import needs_torch_importer
 from cvstyle import onnx_export, t7nn, torch7
 from cvstyle.cli import main
 from cvstyle.engines import OnnxRuntimeNet, load_engine
@@ -30,10 +31,6 @@ pytest.importorskip("onnx", reason="the converter needs the onnx package (cvstyl
 ORT_REASON = "ONNX Runtime is not installed (cvstyle[onnx])"
 
 SIZES = [(47, 61), (199, 301)]  # (height, width), neither a multiple of 4
-# OpenCV 5 has no Torch importer: there the float64 reference is the only oracle.
-torch_importer = pytest.mark.skipif(
-    not hasattr(cv2.dnn, "readNetFromTorch"), reason="OpenCV 5 has no Torch importer to compare with"
-)
 BUILTIN_SKETCH = Path(onnx_export.__file__).with_name("data") / "sketch.t7"
 
 
@@ -63,7 +60,7 @@ def test_converter_covers_every_supported_module():
     assert onnx_export.CONVERTIBLE_MODULES == SUPPORTED_MODULES
 
 
-@torch_importer
+@needs_torch_importer
 @pytest.mark.parametrize("height,width", SIZES)
 def test_onnxruntime_matches_opencv_torch_importer(family_files, cat_bgr, height, width):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
@@ -75,7 +72,7 @@ def test_onnxruntime_matches_opencv_torch_importer(family_files, cat_bgr, height
     assert _max_diff(result, expected) <= 1
 
 
-@torch_importer
+@needs_torch_importer
 @pytest.mark.parametrize("height,width", SIZES)
 def test_opencv_onnx_importer_matches_torch_importer(family_files, cat_bgr, height, width):
     # What OpenCV 5 runs; OpenCV 4's ONNX importer stands in for it here.
@@ -84,6 +81,18 @@ def test_opencv_onnx_importer_matches_torch_importer(family_files, cat_bgr, heig
     expected = StyleNet(load_network(t7), "cpu")(image)
     result = load_engine(converted_onnx, "opencv", "cpu")(image)
     assert _max_diff(result, expected) <= 1
+
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_opencv_runs_the_converted_graph_like_onnxruntime(family_files, cat_bgr, height, width):
+    # OpenCV 5 runs every .t7 this way; there ONNX Runtime and the float64 reference
+    # (below, and tests/test_runner.py) are the oracles.
+    pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    _, converted_onnx = family_files
+    image = _resized(cat_bgr, height, width)
+    result = load_engine(converted_onnx, "opencv", "cpu")(image)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    assert _max_diff(result, OnnxRuntimeNet(converted_onnx, "cpu")(image)) <= 1
 
 
 def _unrounded(runner, image: np.ndarray) -> np.ndarray:
@@ -105,7 +114,7 @@ def test_converted_graph_matches_float64_reference(family_files, cat_bgr):
     assert _max_diff(_unrounded(by_opencv, image), expected) < 0.05
 
 
-@torch_importer
+@needs_torch_importer
 def test_builtin_sketch_model_converts(tmp_path, cat_bgr):
     out = onnx_export.convert(BUILTIN_SKETCH, tmp_path / "sketch.onnx")
     image = _resized(cat_bgr, 61, 47)
@@ -161,7 +170,7 @@ def _t7_bytes(checkpoint: object) -> bytes:
     return buffer.getvalue()
 
 
-@torch_importer
+@needs_torch_importer
 def test_every_module_type_matches_opencv(tmp_path):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     import onnxruntime

@@ -1,4 +1,8 @@
-"""cv2.dnn through cvstyle's runner equals an independent NumPy implementation."""
+"""cv2.dnn through cvstyle's runner equals an independent NumPy implementation.
+
+The networks load as the opencv engine loads them: OpenCV 4 reads the .t7 with its Torch
+importer, OpenCV 5 (which has none) reads the .t7's ONNX conversion.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,14 @@ import pytest
 import reference_net
 from cvstyle import torch7
 from cvstyle.errors import CvstyleError
-from cvstyle.modelinfo import load_network
-from cvstyle.runner import StyleNet, resolve_device
+from cvstyle.engines import load_engine
+from cvstyle.runner import resolve_device
 
 
 @pytest.mark.parametrize("height,width", [(199, 301), (64, 48), (37, 53)])
 def test_cv2_matches_reference_implementation(fixture_model, cat_bgr, height, width):
     image = cv2.resize(cat_bgr, (width, height), interpolation=cv2.INTER_AREA)
-    net = StyleNet(load_network(fixture_model), device="cpu")
+    net = load_engine(fixture_model, "opencv", "cpu")
     result = net(image)
     expected = reference_net.stylize(torch7.load(fixture_model)["model"], image)
     assert result.shape == image.shape and result.dtype == np.uint8
@@ -33,13 +37,13 @@ def test_builtin_sketch_matches_reference_implementation(cat_bgr):
 
     path = Path(cvstyle.__file__).parent / "data" / "sketch.t7"
     assert path.stat().st_size < 1_000_000
-    result = StyleNet(load_network(path), device="cpu")(cat_bgr)
+    result = load_engine(path, "opencv", "cpu")(cat_bgr)
     expected = reference_net.stylize(torch7.load(path)["model"], cat_bgr)
     assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
 
 
 def test_network_is_reused_across_sizes(instance_norm_model, cat_bgr):
-    net = StyleNet(load_network(instance_norm_model), device="cpu")
+    net = load_engine(instance_norm_model, "opencv", "cpu")
     small = net(cat_bgr[:50, :70])
     large = net(cat_bgr)
     again = net(cat_bgr[:50, :70])
@@ -48,7 +52,7 @@ def test_network_is_reused_across_sizes(instance_norm_model, cat_bgr):
 
 
 def test_tiny_inputs(eccv16_model):
-    net = StyleNet(load_network(eccv16_model), device="cpu")
+    net = load_engine(eccv16_model, "opencv", "cpu")
     for shape in [(1, 1, 3), (2, 3, 3), (5, 1, 3)]:
         image = np.full(shape, 128, np.uint8)
         assert net(image).shape == shape
