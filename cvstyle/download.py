@@ -1,9 +1,10 @@
 """Fetch catalogue models into the store, so that only verified files appear under their names.
 
-Each download goes to ``<name>.t7.part``; an interrupted one is resumed with a Range
-request; the finished part is checked (not an HTML page, complete, digest, Torch7) and
-only then renamed onto the final name. A per-model file lock makes two cvstyle processes
-fetching the same model end with one valid file.
+Each download goes to ``<name>.t7.part`` (``<name>.onnx.part``); an interrupted one is
+resumed with a Range request; the finished part is checked (not an HTML page, complete,
+digest, a Torch7 or ONNX model as the URL says) and only then renamed onto the final
+name. A per-model file lock makes two cvstyle processes fetching the same model end with
+one valid file.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from filelock import Timeout
 from tqdm import tqdm
 
 from . import __version__, store, torch7
-from .catalogue import PUBLISHED_PREFIX, URL_SCHEMES, Entry, load_catalogue
-from .errors import DownloadError
+from .catalogue import ONNX_SUFFIX, PUBLISHED_PREFIX, URL_SCHEMES, Entry, load_catalogue
+from .errors import DownloadError, ModelError
+from .modelinfo import inspect_onnx
 
 LICENCE = (
     "The pretrained models are Justin Johnson's (fast-neural-style): "
@@ -37,6 +39,8 @@ CHUNK_SIZE = 1 << 16
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _TITLE = re.compile(rb"<title[^>]*>\s*(.*?)\s*</title>", re.IGNORECASE | re.DOTALL)
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+# Control bytes that text does not hold (white space aside): an ONNX file opens with \x08.
+_BINARY = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -281,10 +285,11 @@ def _receive(
 
 
 def _refuse_text(first: bytes, source: str, content_type: str) -> None:
-    """Refuse an HTML page or other text where a binary Torch7 file was expected.
+    """Refuse an HTML page or other text where a binary model file was expected.
 
     A Torch7 file starts with a 4-byte little-endian type tag, so its first bytes hold
-    NULs; a page (e.g. the "301 Moved Permanently" one that naive clients save) does not.
+    NULs; an ONNX file starts with a protobuf tag byte (0x08); a page (e.g. the "301 Moved
+    Permanently" one that naive clients save) holds neither.
     A declared text/plain with binary bytes is accepted: old web servers label unknown
     extensions that way, and the digest decides.
     """
@@ -292,7 +297,7 @@ def _refuse_text(first: bytes, source: str, content_type: str) -> None:
         raise DownloadError(f"the server sent an empty file ({source})")
     sample = first[:512]
     declared_html = content_type.lower().startswith(_HTML_TYPES)
-    looks_like_text = b"\0" not in sample and _decodes_as_utf8(sample)
+    looks_like_text = not _BINARY.search(sample) and _decodes_as_utf8(sample)
     if declared_html or (looks_like_text and sample.lstrip()[:1] == b"<"):
         title = _TITLE.search(first)
         named = f', title "{title[1][:80].decode("utf-8", "replace")}"' if title else ""
@@ -311,7 +316,7 @@ def _decodes_as_utf8(sample: bytes) -> bool:
 
 
 def _check_part(entry: Entry, part: Path, url: str) -> None:
-    """Digest, then Torch7 structure; a part that fails either is deleted."""
+    """Digest, then Torch7 or ONNX structure; a part that fails either is deleted."""
     got = entry.digest.of_file(part)
     if got != entry.digest:
         size = part.stat().st_size
@@ -319,8 +324,17 @@ def _check_part(entry: Entry, part: Path, url: str) -> None:
         raise DownloadError(
             f"digest mismatch for {url}: expected {entry.digest}, got {got} ({size} bytes); nothing was saved"
         )
+    # A manifest may pin the digest of a file that is no model at all.
+    if entry.suffix == ONNX_SUFFIX:
+        try:
+            inspect_onnx(part)
+        except ModelError as error:
+            part.unlink()
+            reason = str(error).removeprefix(f"{part}: ")
+            raise DownloadError(f"{url} matches its digest but is {reason}") from None
+        return
     try:
-        torch7.load(part)  # a manifest may pin the digest of a file that is no model at all
+        torch7.load(part)
     except torch7.Torch7Error as error:
         part.unlink()
         raise DownloadError(f"{url} matches its digest but is {error}") from None

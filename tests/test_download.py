@@ -120,6 +120,24 @@ def test_refuses_plain_text(home, tmp_path, model_server, capsys):
     assert "server sent text, not a model" in out and "Access denied" in out
 
 
+def test_a_small_onnx_file_is_not_taken_for_text(home, tmp_path, model_server, capsys):
+    """Without weights an ONNX file may hold no NUL byte, but it opens with 0x08."""
+    # An Identity graph, IR version 8, opset 17 (serialised by onnx.helper).
+    onnx_bytes = (
+        b'\x08\x08:1\n\x19\n\x05input\x12\x06output"\x08Identity\x12\x01gZ\x07\n\x05input'
+        b"b\x08\n\x06outputB\x02\x10\x11"
+    )
+    assert b"\0" not in onnx_bytes
+    path = "/models/test/model.onnx"
+    model_server.routes[path] = serve(onnx_bytes)
+    manifest = manifest_for(tmp_path, model_server.url(path), sha256_digest(onnx_bytes))
+
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert code == 0, out + err
+    assert (home / "models" / "test" / "model.onnx").read_bytes() == onnx_bytes
+
+
 def test_body_shorter_than_content_length(home, tmp_path, model_server, capsys):
     half = len(MODEL) // 2
     model_server.routes[PATH] = serve(MODEL, cut_at=half, ranges=False)

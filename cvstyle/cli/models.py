@@ -47,7 +47,7 @@ def echo_table(headers: Sequence[str], rows: list[Sequence[str]]) -> None:
     "--base-url",
     metavar="URL",
     help=f"Fetch from a mirror: replaces {PUBLISHED_PREFIX} in the catalogue's URLs. "
-    "http(s), file:// or a local directory laid out as FAMILY/NAME.t7.",
+    "http(s), file:// or a local directory laid out as FAMILY/NAME.t7 (.onnx for ONNX models).",
 )
 @manifest_option
 @click.option("--force", is_flag=True, help="Download again even if a verified copy is present.")
@@ -159,5 +159,6 @@ def path_command(name: str, manifest: Path | None) -> None:
 @click.argument("model", metavar="NAME|PATH")
 @manifest_option
 def info_command(model: str, manifest: Path | None) -> None:
-    """Describe a model's architecture, read from the file itself."""
-    click.echo(describe(store.resolve_model(model, _manifest(manifest))))
+    """Describe a model's architecture, read from the file itself (.t7 or .onnx)."""
+    path, entry = store.locate_model(model, _manifest(manifest))
+    click.echo(describe(path, entry.input_format if entry is not None else None))
