@@ -10,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import effects, tiling
+from . import effects, presets, tiling
 from .errors import CvstyleError
 from .engines import load_engine
-from .runner import StyleRunner
+from .runner import Preprocessing, StyleRunner
 
 DEFAULT_MODEL = "sketch"  # the built-in model: works offline with nothing downloaded
 ModelSpec = str | os.PathLike | Sequence[tuple[str | os.PathLike, float]]
@@ -43,20 +43,40 @@ def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_network(path: Path, stamp: tuple[int, int], device: str, engine: str) -> StyleRunner:
-    """One loaded network per (file version, device, engine), shared by every Stylizer."""
-    return load_engine(path, engine, device)
+def _cached_network(
+    path: Path, stamp: tuple[int, int], device: str, engine: str, preprocessing: Preprocessing
+) -> StyleRunner:
+    """One loaded network per (file version, device, engine, pre-processing), shared by
+    every Stylizer."""
+    return load_engine(path, engine, device, preprocessing)
 
 
 def load_model(
-    model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto"
+    model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto",
+    input_format: str | Preprocessing | None = None,
 ) -> tuple[Path, StyleRunner]:
-    """Resolve a catalogue name or path; return its file and its (cached) network."""
-    from .store import resolve_model  # the catalogue is read only when a model is named
+    """Resolve a catalogue name or path; return its file and its (cached) network.
 
-    path = resolve_model(os.fspath(model), manifest).resolve()
+    A catalogue model gets the pre-processing its line declares (``input=``), the
+    built-in ``sketch`` fast-neural-style's ``vgg``, and a model file given by path
+    ``input_format`` (a :mod:`cvstyle.presets` name or a
+    :class:`~cvstyle.runner.Preprocessing`; default ``vgg``).
+    """
+    from .store import BUILTIN_MODELS, locate_model  # the catalogue is read only when a model is named
+
+    spec = os.fspath(model)
+    path, entry = locate_model(spec, manifest)
+    if entry is not None:
+        preprocessing = presets.preset(entry.input_format, entry.source)
+    elif spec in BUILTIN_MODELS or input_format is None:
+        preprocessing = presets.preset(presets.DEFAULT)
+    elif isinstance(input_format, Preprocessing):
+        preprocessing = input_format
+    else:
+        preprocessing = presets.preset(input_format)
+    path = path.resolve()
     stat = path.stat()
-    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device, engine)
+    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device, engine, preprocessing)
 
 
 class Stylizer:
@@ -64,10 +84,14 @@ class Stylizer:
 
     ``model`` is a catalogue name (``"candy"``, ``"eccv16/starry_night"``), the built-in
     ``"sketch"``, a path to a `.t7` file, a mix such as ``"candy:0.7+udnie:0.3"``, or a
-    list of ``(model, weight)`` pairs. ``device`` is ``auto``, ``cpu``, ``opencl``,
-    ``cuda`` or ``cuda-fp16``. ``engine`` is ``auto``, ``opencv`` or ``onnxruntime``
-    (``auto``: ONNX Runtime where it is installed, with a GPU provider or on the CPU,
-    where it measured faster; else OpenCV).
+    list of ``(model, weight)`` pairs; model files are `.t7` or `.onnx`. ``device`` is
+    ``auto``, ``cpu``, ``opencl``, ``cuda`` or ``cuda-fp16``. ``engine`` is ``auto``,
+    ``opencv`` or ``onnxruntime`` (``auto``: ONNX Runtime where it is installed, with a
+    GPU provider or on the CPU, where it measured faster; else OpenCV).
+    ``input_format`` is how model files given by path want their pixels: a preset
+    (``vgg``, the default and what `.t7` models take; ``rgb255`` for the PyTorch example
+    trainer's models; ``rgb01``: see :mod:`cvstyle.presets`) or a
+    :class:`~cvstyle.runner.Preprocessing`; catalogue models use their line's ``input=``.
 
     >>> import cv2
     >>> from cvstyle import Stylizer
@@ -80,6 +104,7 @@ class Stylizer:
         device: str = "auto",
         manifest: str | os.PathLike | None = None,
         engine: str = "auto",
+        input_format: str | Preprocessing | None = None,
     ):
         parts = (
             parse_model_spec(model)
@@ -87,13 +112,19 @@ class Stylizer:
             else [(name, float(weight)) for name, weight in model]
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
-        self.paths, self.networks = zip(*(load_model(name, device, manifest, engine) for name, _ in parts))
-        names = [Path(os.fspath(name)).name.removesuffix(".t7") for name, _ in parts]
+        self.paths, self.networks = zip(
+            *(load_model(name, device, manifest, engine, input_format) for name, _ in parts)
+        )
+        names = [_display_name(name) for name, _ in parts]
         self.name = "+".join(names)
 
     @property
     def device(self) -> str:
         return self.networks[0].device
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.networks[0].preprocessing
 
     @property
     def engine(self) -> str:
@@ -143,6 +174,13 @@ class Stylizer:
         if alpha.shape != painted.shape[:2]:
             alpha = cv2.resize(alpha, painted.shape[1::-1], interpolation=cv2.INTER_AREA)
         return np.dstack([painted, alpha])
+
+
+def _display_name(model: str | os.PathLike) -> str:
+    """``candy``, ``eccv16/la_muse`` -> ``la_muse``, ``dir/mine.onnx`` -> ``mine``."""
+    name = Path(os.fspath(model)).name
+    stem, dot, suffix = name.rpartition(".")
+    return stem if dot and stem and suffix.lower() in ("t7", "onnx") else name
 
 
 def check_options(median_filter: int = 0, strength: float = 1.0) -> None:

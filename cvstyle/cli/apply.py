@@ -10,13 +10,14 @@ from ..errors import CvstyleError
 from ..runner import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
+from .options import echo_engines, engine_option, input_format_option
 
 
 @cli.command("apply")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
-    help="Catalogue name (candy, eccv16/starry_night), path to a .t7, or a weighted mix "
+    help="Catalogue name (candy, eccv16/starry_night), path to a .t7 or .onnx, or a weighted mix "
     "such as candy:0.7+udnie:0.3. Repeat for one output per model. The default 'sketch' "
     "is the built-in hand-made pencil-sketch network (untrained, needs no download).",
 )
@@ -40,14 +41,15 @@ from . import cli
 )
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
-@click.option("--engine", type=click.Choice(["auto", "opencv", "onnxruntime"]), default="auto", show_default=True, help="auto: ONNX Runtime where installed (faster on the CPU, CUDA where present), else OpenCV.")
+@engine_option
+@input_format_option
 @click.option("-v", "--verbose", is_flag=True, help="Say which engine and device run each model.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, quality, device,
-    engine, verbose, max_pixels, manifest, fetch,
+    engine, input_format, verbose, max_pixels, manifest, fetch,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
 
@@ -61,10 +63,12 @@ def apply_command(
             for name, _ in parse_model_spec(model):
                 ensure_model(name, manifest)
     sources, failures = batch.expand_inputs(inputs)
-    stylizers = [Stylizer(model, device=device, manifest=manifest, engine=engine) for model in models]
+    stylizers = [
+        Stylizer(model, device=device, manifest=manifest, engine=engine, input_format=input_format)
+        for model in models
+    ]
     if verbose:
-        for stylizer in stylizers:
-            click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}", err=True)
+        echo_engines(stylizers)
     jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
     options = dict(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
