@@ -102,6 +102,28 @@ def test_two_models_make_a_grid(tmp_path, video, instance_norm_model, capsys):
     assert "wrote" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_engine_option_runs_the_models_there(tmp_path, video, engine, capsys):
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (cvstyle[onnx])")
+        pytest.importorskip("onnx", reason="the .t7 is converted to ONNX with onnx (cvstyle[onnx])")
+    out = tmp_path / "out.avi"
+    code = main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", engine, "--size", "32"])
+    assert code == 0
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert err.count(f"sketch: {engine} on cpu") == 1  # said once, at the start
+    assert len(read_video(out)) == 12
+
+
+def test_unknown_engine_is_one_line(tmp_path, video, capsys):
+    out = tmp_path / "out.avi"
+    assert main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", "tensorflow"]) == 1
+    assert capsys.readouterr().err == (
+        "cvstyle: error: unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime\n"
+    )
+    assert not out.exists()
+
+
 def test_ctrl_c_keeps_a_playable_file_with_the_frames_so_far(tmp_path, video, monkeypatch, capsys):
     real_read = live.VideoFileSource.read
     calls = []

@@ -21,6 +21,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API
 
 from cvstyle import stylizer  # noqa: E402
 from cvstyle.cli import main  # noqa: E402
+from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
 from cvstyle.fixtures import write_fixture_model  # noqa: E402
 from cvstyle.stylizer import load_model  # noqa: E402
 from cvstyle.web import create_app, default_models, file_model, running_server  # noqa: E402
@@ -267,12 +268,61 @@ def test_one_log_line_per_request(client, caplog):
         stylize(client, size=100)
         client.get("/api/models/nothing/preview.jpg")
         deadline = time.monotonic() + 5  # the log line is written after the response is sent
-        while len(caplog.records) < 2 and time.monotonic() < deadline:
+        while len(_request_lines(caplog)) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-    lines = [record.getMessage() for record in caplog.records if record.name == "cvstyle.web"]
+    lines = _request_lines(caplog)
     assert len(lines) == 2
     assert " POST /api/stylize 200 " in lines[0] and "model=test/wave size=100" in lines[0]
     assert " GET /api/models/nothing/preview.jpg 404 " in lines[1]
+
+
+def _request_lines(caplog) -> list[str]:
+    # A model's first use adds a "model ... loaded" line: only request lines count here.
+    messages = [record.getMessage() for record in caplog.records if record.name == "cvstyle.web"]
+    return [message for message in messages if " loaded: " not in message]
+
+
+# ---------------------------------------------------------------- engines
+
+
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_create_app_builds_stylizers_on_the_engine(store_home, tmp_path, monkeypatch, caplog, engine):
+    if engine == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (cvstyle[onnx])")
+        pytest.importorskip("onnx", reason="the .t7 is converted to ONNX with onnx (cvstyle[onnx])")
+    path = write_fixture_model(tmp_path / f"engine_{uuid.uuid4().hex}.t7", "instance_norm", 7)
+    engines_used = []
+    real_load = stylizer.load_engine
+    monkeypatch.setattr(
+        stylizer, "load_engine", lambda p, e, *rest: engines_used.append(e) or real_load(p, e, *rest)
+    )
+    app = create_app([file_model(path, "test/engine")], workers=1, queue_size=2, engine=engine)
+    with caplog.at_level(logging.INFO, logger="cvstyle.web"):
+        with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+            decoded(stylize(client, model="test/engine", size=96))
+            decoded(stylize(client, model="test/engine", size=64))
+    assert engines_used == [engine]
+    loaded = [r.getMessage() for r in caplog.records if " loaded: " in r.getMessage()]
+    assert loaded == [f"model test/engine loaded: {engine} on cpu"]  # once per model load
+
+
+def test_create_app_refuses_an_unknown_engine():
+    with pytest.raises(CvstyleError, match="unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime"):
+        create_app([], engine="tensorflow")
+
+
+def test_an_onnx_model_file_with_its_input_format(store_home, tmp_path):
+    onnx_graphs = pytest.importorskip("onnx_graphs")
+    model = onnx_graphs.channel_mask(tmp_path / "no_red.onnx")
+    app = create_app([file_model(model, "test/no_red", input_format="rgb255")], workers=1, queue_size=1)
+    flat = cv2.imencode(".png", np.full((48, 64, 3), (10, 120, 230), np.uint8))[1].tobytes()
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        listed = {m["name"]: m for m in client.get("/api/models").json()}
+        assert listed["test/no_red"]["family"] == "onnx" and listed["test/no_red"]["available"]
+        painted = decoded(stylize(client, image=flat, model="test/no_red")).astype(int)
+    assert np.abs(painted - (10, 120, 0)).max() <= 3  # the red channel zeroed (JPEG rounding aside)
+    with pytest.raises(ModelError, match="unknown input format 'bgr'"):
+        file_model(model, input_format="bgr")
 
 
 # ---------------------------------------------------------------- server behaviour
@@ -335,7 +385,7 @@ def test_serve_starts_the_app_on_loopback(store_home, wave_model, tmp_path):
     log = tmp_path / "serve.log"
     command = [
         sys.executable, "-c", "from cvstyle.cli import run; run()", "serve", "--port", "0",
-        "--workers", "1", "--model-file", str(wave_model),
+        "--workers", "1", "--model-file", str(wave_model), "--engine", "opencv",
     ]
     with log.open("w") as stderr:
         server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
@@ -353,6 +403,7 @@ def test_serve_starts_the_app_on_loopback(store_home, wave_model, tmp_path):
         server.wait(10)
     request_line = r"cvstyle\.web 127\.0\.0\.1 POST /api/stylize 200 \d+ms model=local/wave size=64"
     assert len(re.findall(request_line, log.read_text())) == 1
+    assert log.read_text().count("cvstyle.web model local/wave loaded: opencv on cpu") == 1
 
 
 def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):

@@ -13,6 +13,7 @@ from ..errors import CvstyleError
 from ..runner import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer
 from . import cli
+from .options import echo_engines, engine_option, input_format_option
 
 _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 
@@ -21,7 +22,7 @@ _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 @click.option(
     "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
     help="Model(s), comma-separated or repeated, shown together in a grid: catalogue "
-    "names, .t7 paths or weighted mixes such as candy:0.7+udnie:0.3.",
+    "names, .t7 or .onnx paths, or weighted mixes such as candy:0.7+udnie:0.3.",
 )
 @click.option(
     "-s", "--source", default="0", show_default=True,
@@ -32,6 +33,8 @@ _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
     help="Processing size (longer side in pixels); smaller is faster. Default: the source's.",
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs.")
+@engine_option
+@input_format_option
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), default=None,
     help="Record the stylized stream (no overlay) to this video file: "
@@ -45,7 +48,10 @@ _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 @click.option("--preserve-colors", is_flag=True, help="Start with the photo's colours kept (key c).")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Start strength (keys + and -).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
-def live_command(models, source, size, device, output, no_window, preserve_colors, strength, manifest):
+def live_command(
+    models, source, size, device, engine, input_format, output, no_window, preserve_colors, strength,
+    manifest,
+):
     """Stylize a camera, stream or video file live, in a window and/or to a file.
 
     Several models are shown side by side in a grid, with the frame rate and the
@@ -63,9 +69,12 @@ def live_command(models, source, size, device, output, no_window, preserve_color
     if output is not None:
         live.check_video_path(output)  # before models load or a camera opens
     with contextlib.ExitStack() as stack:
-        painter = live.Painter(
-            [Stylizer(name, device=device, manifest=manifest) for name in names], size
-        )
+        stylizers = [
+            Stylizer(name, device=device, manifest=manifest, engine=engine, input_format=input_format)
+            for name in names
+        ]
+        echo_engines(stylizers)  # once, before the loop: where each model runs
+        painter = live.Painter(stylizers, size)
         frames = stack.enter_context(live.open_source(source))
         recorder = None
         if output is not None:

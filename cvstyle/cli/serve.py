@@ -9,6 +9,7 @@ import click
 from ..errors import CvstyleError
 from ..runner import DEVICES
 from . import cli
+from .options import engine_option, input_format_option
 
 WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'"
 
@@ -21,13 +22,16 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Larger uploads get 413.")
 @click.option("--max-size", type=click.IntRange(min=64), default=2048, show_default=True, help="Largest processing size (longer side, pixels).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@engine_option
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option(
     "--model-file", "model_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-    help="Also offer this .t7 file, as local/<file stem>. Repeatable.",
+    help="Also offer this .t7 or .onnx file, as local/<file stem>. Repeatable.",
 )
+@input_format_option
 def serve_command(
-    host, port, workers, queue_size, max_upload_mb, max_size, device, manifest, model_files
+    host, port, workers, queue_size, max_upload_mb, max_size, device, engine, manifest, model_files,
+    input_format,
 ):
     """Serve the browser app: upload a photo, pick a style, download the painting."""
     try:
@@ -36,11 +40,13 @@ def serve_command(
         from ..web import create_app, default_models, file_model
     except ImportError:
         raise CvstyleError(WEB_EXTRA_MESSAGE) from None
-    models = default_models(manifest) + [file_model(path) for path in model_files]
+    models = default_models(manifest) + [
+        file_model(path, input_format=input_format) for path in model_files
+    ]
     app = create_app(
         models=models, workers=workers, queue_size=queue_size,
         max_upload_bytes=int(max_upload_mb * 1e6), max_size=max_size, device=device,
-        manifest=manifest,
+        manifest=manifest, engine=engine,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # The app logs one line per request itself, with timing; uvicorn's would repeat it.

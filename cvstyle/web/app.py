@@ -33,11 +33,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__, store
+from .. import __version__, presets, store
 from ..catalogue import load_catalogue
+from ..engines import ENGINES
 from ..errors import CvstyleError, ImageError, ModelError
 from ..imageio import Picture, decode_image, encode_image
-from ..modelinfo import inspect_model
+from ..modelinfo import model_family
 from ..stylizer import Stylizer
 
 log = logging.getLogger("cvstyle.web")
@@ -67,6 +68,7 @@ class WebModel:
     title: str
     family: str
     source: str  # catalogue name or server-side file path, given to Stylizer; never shown
+    input_format: str | None = None  # for a file: its pre-processing preset (None: vgg)
 
 
 def default_models(manifest: str | os.PathLike | None = None) -> list[WebModel]:
@@ -79,21 +81,33 @@ def default_models(manifest: str | os.PathLike | None = None) -> list[WebModel]:
     return models
 
 
-def file_model(path: str | os.PathLike, name: str | None = None, title: str | None = None) -> WebModel:
-    """Offer a server-side `.t7` file, by default as ``local/<stem>``."""
+def file_model(
+    path: str | os.PathLike, name: str | None = None, title: str | None = None,
+    input_format: str | None = None,
+) -> WebModel:
+    """Offer a server-side `.t7` or `.onnx` file, by default as ``local/<stem>``;
+    ``input_format`` is the preset it takes (see :mod:`cvstyle.presets`; default vgg)."""
     path = Path(path).resolve()
     name = name or f"local/{path.stem}"
     if not _NAME.fullmatch(name):
         raise CvstyleError(f"{name!r} is not a usable model name (letters, digits, _ . - and one /)")
-    return WebModel(name, title or path.stem.replace("_", " "), inspect_model(path).family, str(path))
+    if input_format is not None:
+        presets.preset(input_format)  # refused now, not on the first request
+    return WebModel(
+        name, title or path.stem.replace("_", " "), model_family(path), str(path), input_format
+    )
 
 
 class ModelRegistry:
     """The offered models by name; each Stylizer is built once, on first use, and kept."""
 
-    def __init__(self, models: Iterable[WebModel], device: str, manifest: str | os.PathLike | None):
+    def __init__(
+        self, models: Iterable[WebModel], device: str, manifest: str | os.PathLike | None,
+        engine: str = "auto",
+    ):
         self.models = {model.name: model for model in models}
         self.device = device
+        self.engine = engine
         self.manifest = manifest
         self._stylizers: dict[str, Stylizer] = {}
         self._lock = threading.Lock()
@@ -119,7 +133,11 @@ class ModelRegistry:
         # Runs on a worker thread; the lock makes concurrent first requests load once.
         with self._lock:
             if model.name not in self._stylizers:
-                self._stylizers[model.name] = Stylizer(model.source, self.device, self.manifest)
+                stylizer = Stylizer(
+                    model.source, self.device, self.manifest, self.engine, model.input_format
+                )
+                log.info("model %s loaded: %s on %s", model.name, stylizer.engine, stylizer.device)
+                self._stylizers[model.name] = stylizer
             return self._stylizers[model.name]
 
 
@@ -264,6 +282,7 @@ def create_app(
     max_pixels: int = 50_000_000,
     device: str = "auto",
     manifest: str | os.PathLike | None = None,
+    engine: str = "auto",
 ) -> FastAPI:
     """The web app.
 
@@ -271,9 +290,14 @@ def create_app(
     threads running jobs; ``queue_size``: jobs allowed to wait for one (then 503).
     ``max_upload_bytes``: larger uploads get 413. ``max_size``: the largest processing
     size (longer side, pixels); larger photos are scaled down to it. ``max_pixels``:
-    larger images are refused before decoding. ``device``: where networks run.
+    larger images are refused before decoding. ``device`` and ``engine`` (``auto``,
+    ``opencv`` or ``onnxruntime``): where networks run.
     """
-    registry = ModelRegistry(models if models is not None else default_models(manifest), device, manifest)
+    if engine not in ENGINES:  # now, not on every request
+        raise CvstyleError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    registry = ModelRegistry(
+        models if models is not None else default_models(manifest), device, manifest, engine
+    )
     pool = WorkerPool(workers, queue_size)
     previews: dict[str, asyncio.Task[bytes]] = {}
 
