@@ -98,7 +98,7 @@ class OnnxRuntimeNet(StyleRunner):
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no per-node placement chatter
         try:
-            self.session = ort.InferenceSession(os.fspath(model), options, providers=wanted)
+            self.session = ort.InferenceSession(_any_size(Path(model)), options, providers=wanted)
         except Exception as error:  # onnxruntime raises its own untyped exceptions
             detail = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
             raise ModelError(f"{model}: onnxruntime cannot load this model ({detail})") from None
@@ -118,6 +118,26 @@ class OnnxRuntimeNet(StyleRunner):
         """The network's output for ``blob``, or the named graph ``outputs``."""
         results = self.session.run(outputs, {self.input_name: blob})
         return results if outputs else results[0]
+
+
+def _any_size(path: Path) -> str | bytes:
+    """The ONNX file's path; or, where the graph's input has a fixed height or width (as
+    ``torch.onnx.export`` writes it unless given dynamic axes), the graph with both made
+    free, so that ONNX Runtime takes any image size as OpenCV does."""
+    try:
+        import onnx
+
+        proto = onnx.load(os.fspath(path))
+    except Exception:  # no onnx package, or not a graph: onnxruntime reports on the file
+        return os.fspath(path)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim if proto.graph.input else []
+    if len(dims) != 4 or not any(dim.HasField("dim_value") for dim in dims[2:]):
+        return os.fspath(path)
+    for value, suffix in [(proto.graph.input[0], ""), *((out, "_out") for out in proto.graph.output)]:
+        for dim, name in zip(value.type.tensor_type.shape.dim[2:], ("height", "width")):
+            dim.dim_param = name + suffix  # replaces the fixed dim_value
+    del proto.graph.value_info[:]  # intermediate shapes worked out for the fixed size
+    return proto.SerializeToString()
 
 
 def _is_onnx(path: Path) -> bool:

@@ -92,10 +92,14 @@ class _Builder:
         )
 
 
-def transformer_net(path: Path, seed: int = 0, width: int = 8, residuals: int = 2) -> Path:
+def transformer_net(
+    path: Path, seed: int = 0, width: int = 8, residuals: int = 2,
+    fixed_size: tuple[int, int] | None = None,
+) -> Path:
     """TransformerNet's structure with ``width`` channels where it has 32 (64 and 128
     become 2x and 4x), ``residuals`` residual blocks where it has 5, seeded weights, and
-    an output around 0-255 like a trained model's."""
+    an output around 0-255 like a trained model's. ``fixed_size``: the input's height
+    and width, as torch.onnx.export writes them without dynamic axes."""
     b = _Builder(seed)
     c1, c2, c3 = width, 2 * width, 4 * width
     x = b.node("Mul", ["input", b.constant(np.float32(1 / 255), "s")], "scaled")
@@ -111,4 +115,4 @@ def transformer_net(path: Path, seed: int = 0, width: int = 8, residuals: int = 
     x = b.conv_layer(x, c1, 3, 9)
     out = b.node("Mul", [x, b.constant(np.float32(40), "gain")], "gain")
     b.nodes.append(helper.make_node("Add", [out, b.constant(np.float32(128), "mid")], ["output"]))
-    return save(b.nodes, b.weights, path)
+    return save(b.nodes, b.weights, path, fixed_size)

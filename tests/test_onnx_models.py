@@ -121,6 +121,18 @@ def test_transformer_net_agrees_on_both_engines(tmp_path, photo):
         assert a.std() > 10 and np.abs(a.astype(int) - image).mean() > 20  # painted, not flat or copied
 
 
+@pytest.mark.skipif(not HAVE_ORT, reason="ONNX Runtime is not installed (cvstyle[onnx])")
+def test_a_graph_exported_at_a_fixed_size_runs_at_any_size(tmp_path, photo):
+    """torch.onnx.export fixes height and width unless told otherwise; both engines
+    still take any image size."""
+    model = onnx_graphs.transformer_net(tmp_path / "fixed.onnx", seed=4, fixed_size=(32, 32))
+    assert inspect_onnx(model).inputs == ["input float32 [1, 3, 32, 32]"]
+    by_ort = Stylizer(model, engine="onnxruntime", input_format="rgb255").stylize(photo)
+    by_cv2 = Stylizer(model, engine="opencv", input_format="rgb255").stylize(photo)
+    assert by_ort.shape == photo.shape
+    assert np.abs(by_ort.astype(int) - by_cv2).max() <= 1
+
+
 # ---------------------------------------------------------------- models info
 
 
