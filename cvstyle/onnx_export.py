@@ -311,6 +311,20 @@ def to_onnx(checkpoint: object, name: str = "cvstyle") -> "onnx.ModelProto":
     return model
 
 
+def with_outputs(
+    model: "onnx.ModelProto", tensors: list[str], replace: bool = False
+) -> "onnx.ModelProto":
+    """``model`` with the named intermediate ``tensors`` as outputs too, or with
+    ``replace`` instead of its own (a runtime then prunes what they do not need)."""
+    helper = _onnx().helper
+    extended = type(model)()
+    extended.CopyFrom(model)
+    if replace:
+        del extended.graph.output[:]
+    extended.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in tensors)
+    return extended
+
+
 def model_proto(t7_path: str | os.PathLike) -> "onnx.ModelProto":
     """Check the `.t7` file at ``t7_path`` and return its ONNX model."""
     path = Path(t7_path)

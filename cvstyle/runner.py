@@ -74,6 +74,18 @@ _BACKEND_TARGET = {
 }
 
 
+def pad_to_network(bgr: np.ndarray) -> np.ndarray:
+    """``bgr`` padded at the bottom and right by reflection to a multiple of
+    ``SIZE_MULTIPLE`` and at least ``MIN_SIDE``, as the network needs."""
+    height, width = bgr.shape[:2]
+    pad_bottom = max(-height % SIZE_MULTIPLE, MIN_SIDE - height)
+    pad_right = max(-width % SIZE_MULTIPLE, MIN_SIDE - width)
+    if not (pad_bottom or pad_right):
+        return bgr
+    border = cv2.BORDER_REFLECT_101 if min(height, width) > 1 else cv2.BORDER_REPLICATE
+    return cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, border)
+
+
 class StyleRunner:
     """Pre- and post-processing shared by every engine; subclasses run the network in
     :meth:`infer` (OpenCV here, ONNX Runtime in :mod:`cvstyle.engines`)."""
@@ -88,14 +100,8 @@ class StyleRunner:
         self.lock = threading.Lock()
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
-        """NCHW float32 blob, padded by reflection to a multiple of ``SIZE_MULTIPLE``
-        and at least ``MIN_SIDE``."""
-        height, width = bgr.shape[:2]
-        pad_bottom = max(-height % SIZE_MULTIPLE, MIN_SIDE - height)
-        pad_right = max(-width % SIZE_MULTIPLE, MIN_SIDE - width)
-        if pad_bottom or pad_right:
-            border = cv2.BORDER_REFLECT_101 if min(height, width) > 1 else cv2.BORDER_REPLICATE
-            bgr = cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, border)
+        """NCHW float32 blob of :func:`pad_to_network` of ``bgr``."""
+        bgr = pad_to_network(bgr)
         prep = self.preprocessing
         # blobFromImage subtracts the mean after swapping channels.
         mean = prep.mean_bgr[::-1] if prep.swap_rb else prep.mean_bgr
@@ -111,8 +117,13 @@ class StyleRunner:
         planes = output[0, :, :height, :width]
         if prep.swap_rb:
             planes = planes[::-1]
-        image = planes.transpose(1, 2, 0) / prep.scale + np.asarray(prep.mean_bgr, np.float32)
-        return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+        if prep.scale != 1.0:
+            planes = planes / np.float32(prep.scale)
+        # cv2.add rounds half to even and saturates into uint8 as np.rint + np.clip do,
+        # plane by plane: about 4x faster than the NumPy expression at 1024x768.
+        return cv2.merge(
+            [cv2.add(plane, mean, dtype=cv2.CV_8U) for plane, mean in zip(planes, prep.mean_bgr)]
+        )
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         height, width = bgr.shape[:2]

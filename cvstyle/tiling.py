@@ -2,99 +2,116 @@
 
 OpenCV's DNN crashes the process (SIGSEGV in the transposed convolution) on large
 inputs such as 2560x1440 landscape frames, and one eccv16 forward at 1920x1080 already
-takes about 1.5 GiB. So large images are cut into tiles that each carry a margin of
+takes about 1.5 GiB. So large images are cut into tiles whose windows carry a margin of
 real context; only each tile's core is kept, so no blending is needed and no seam can
-form. Tile windows start at multiples of 4, the network's stride, so every tile sees
-the same pixel grid as one untiled pass would.
+form. Windows start at multiples of 4, the network's stride, so every tile sees the
+same pixel grid as one untiled pass would.
 
-instance_norm models normalise with statistics of the whole image, which a tile does
-not see. They are tiled with those statistics frozen: one pass over the image records
-each normalisation layer's mean and variance, and a copy of the network with those
-fixed statistics runs on the tiles, so every tile is normalised alike and no tile
-changes colour. That pass keeps every normalised activation in memory, so images over
-``STATISTICS_PIXELS`` are measured on a scaled-down copy: seamless, but no longer equal
-to an untiled pass (docs/benchmarks.md gives the measured difference).
+fast-neural-style networks open with a 40-pixel reflection padding that their
+unpadded residual blocks shave off again. A tile run through the whole network would
+reflect its own window's edge, so the margin would have to cover those 40 pixels as
+well. Instead the whole image is padded once, as the first layer would pad it, and the
+tiles run through the network without that layer: a margin then only has to cover the
+zero padding of the "same" convolutions (``MARGIN``), and tiles are as large as memory
+allows (``MAX_TILE``), which keeps the extra work small (see docs/benchmarks.md).
+
+instance_norm networks normalise with statistics of the whole image, which a tile does
+not see. They are tiled with those statistics frozen into batch normalisations, so
+every tile is normalised alike and no tile changes colour. The statistics are measured
+first on a copy scaled down to ``STATISTICS_PIXELS``, then refined by passes over the
+full-resolution tiles (``STATISTICS_PASSES``): each pass sums each normalisation's
+input over the tiles with the previous estimate frozen in, which makes one more layer
+exact and brings the others close to their untiled values.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from . import t7nn, torch7
-from .modelinfo import inspect_model, load_network
-from .runner import MIN_SIDE, SIZE_MULTIPLE, StyleNet, StyleRunner
+from . import onnx_export, t7nn, torch7
+from .engines import load_engine
+from .modelinfo import inspect_model
+from .runner import SIZE_MULTIPLE, StyleRunner, pad_to_network
 from .torch7 import TorchObject
 
 # Above this many pixels a single forward risks OpenCV's crash or more than ~1.5 GiB.
 AUTO_TILE_PIXELS = 1920 * 1088
-TILE = 768  # core side of a tile, a multiple of SIZE_MULTIPLE
-MARGIN = 64  # real context on each side of a core: beyond the network's reach
-STATISTICS_PIXELS = 512 * 512  # that pass keeps every normalised activation: ~0.5 GiB here
-NORM_LAYER_TYPE = "MVN"  # what OpenCV turns InstanceNormalization into
-
-
-@dataclass(frozen=True)
-class Tile:
-    core: tuple[slice, slice]  # where the result goes, in image coordinates
-    window: tuple[int, int, int, int]  # top, left, height, width of the input window
-    crop: tuple[slice, slice]  # the core, in window coordinates
+MAX_TILE = 1024  # largest core side: one eccv16 window then peaks near 1.1 GiB
+MARGIN = 32  # context beyond the core: the reach of the convolutions' zero padding
+# Networks whose first layer is not a reflection padding run whole on each window,
+# which then also needs room for the padding the network adds itself.
+WHOLE_NETWORK_MARGIN = 64
+STATISTICS_PIXELS = 512 * 512  # the first estimate keeps every activation: ~0.5 GiB here
+Statistics = list[tuple[np.ndarray, np.ndarray]]  # per normalisation: channel means, variances
 
 
 def _ceil(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _spans(length: int, core: int, margin: int) -> Iterator[tuple[int, int, int, int]]:
-    """(core start, core end, window start, window size) along one axis."""
-    padded = max(_ceil(length, SIZE_MULTIPLE), MIN_SIDE)
-    size = min(core + 2 * margin, padded)
-    for start in range(0, length, core):
-        window = min(max(start - margin, 0), padded - size)
-        yield start, min(start + core, length), window, size
+@dataclass(frozen=True)
+class Span:
+    """One tile's extent along one axis, in image pixels."""
+
+    core: tuple[int, int]  # the part of the result this tile provides
+    window: tuple[int, int]  # the part it computes: the core and its margins
+    first: bool
+    last: bool
 
 
-def plan_tiles(height: int, width: int, core: int = TILE, margin: int = MARGIN) -> list[Tile]:
-    if core % SIZE_MULTIPLE or margin % SIZE_MULTIPLE:
+def plan_spans(length: int, max_core: int = MAX_TILE, margin: int = MARGIN) -> list[Span]:
+    """Split ``length`` into equal cores of at most ``max_core``, aligned to the stride."""
+    if max_core % SIZE_MULTIPLE or margin % SIZE_MULTIPLE:
         raise ValueError(f"tile and margin must be multiples of {SIZE_MULTIPLE}")
-    tiles = []
-    for y0, y1, top, tile_h in _spans(height, core, margin):
-        for x0, x1, left, tile_w in _spans(width, core, margin):
-            tiles.append(
-                Tile(
-                    core=(slice(y0, y1), slice(x0, x1)),
-                    window=(top, left, tile_h, tile_w),
-                    crop=(slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)),
-                )
-            )
-    return tiles
+    padded = _ceil(length, SIZE_MULTIPLE)
+    core = _ceil(math.ceil(padded / math.ceil(padded / max_core)), SIZE_MULTIPLE)
+    starts = range(0, padded, core)
+    return [
+        Span(
+            (start, min(start + core, padded)),
+            (max(start - margin, 0), min(start + core + margin, padded)),
+            first=start == 0,
+            last=start + core >= padded,
+        )
+        for start in starts
+    ]
 
 
-def _window(bgr: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
-    """The window, reflected past the image's bottom and right edges as the runner pads."""
-    patch = bgr[top : top + height, left : left + width]
-    short_h, short_w = height - patch.shape[0], width - patch.shape[1]
-    if short_h or short_w:
-        border = cv2.BORDER_REFLECT_101 if min(bgr.shape[:2]) > 1 else cv2.BORDER_REPLICATE
-        patch = cv2.copyMakeBorder(patch, 0, short_h, 0, short_w, border)
-    return patch
+@dataclass(frozen=True)
+class Tile:
+    rows: Span
+    cols: Span
+
+    @property
+    def core(self) -> tuple[slice, slice]:
+        return slice(*self.rows.core), slice(*self.cols.core)
+
+    @property
+    def crop(self) -> tuple[slice, slice]:
+        """The core, in window coordinates."""
+        return tuple(  # type: ignore[return-value]
+            slice(span.core[0] - span.window[0], span.core[1] - span.window[0])
+            for span in (self.rows, self.cols)
+        )
 
 
-def stylize_tiled(
-    run: Callable[[np.ndarray], np.ndarray], bgr: np.ndarray, core: int = TILE, margin: int = MARGIN
-) -> np.ndarray:
-    """Apply ``run`` (BGR -> BGR of the same size) tile by tile."""
-    out = np.empty_like(bgr)
-    for tile in plan_tiles(bgr.shape[0], bgr.shape[1], core, margin):
-        out[tile.core] = run(_window(bgr, *tile.window))[tile.crop]
-    return out
+def plan_tiles(height: int, width: int, max_core: int = MAX_TILE, margin: int = MARGIN) -> list[Tile]:
+    return [
+        Tile(rows, cols)
+        for rows in plan_spans(height, max_core, margin)
+        for cols in plan_spans(width, max_core, margin)
+    ]
 
 
 def needs_tiling(bgr: np.ndarray, mode: str) -> bool:
@@ -104,65 +121,246 @@ def needs_tiling(bgr: np.ndarray, mode: str) -> bool:
     return mode == "on" or (mode == "auto" and bgr.shape[0] * bgr.shape[1] > AUTO_TILE_PIXELS)
 
 
-# ---------------------------------------------------------------- instance_norm
+def _window(image: np.ndarray, tile: Tile, border: int) -> np.ndarray:
+    """The tile's window of ``image`` plus ``border`` pixels of context on every side
+    (``image`` already carries that border around the picture)."""
+    (top, bottom), (left, right) = tile.rows.window, tile.cols.window
+    return image[top : bottom + 2 * border, left : right + 2 * border]
 
 
-def _normalised_layers(net: cv2.dnn.Net) -> list[str]:
-    """Names of the layers that feed each instance normalisation, in order."""
-    names = net.getLayerNames()
-    return [names[i - 1] for i, name in enumerate(names) if net.getLayer(name).type == NORM_LAYER_TYPE]
+def stylize_tiled(
+    run: Callable[[np.ndarray], np.ndarray], bgr: np.ndarray,
+    max_core: int = MAX_TILE, margin: int = WHOLE_NETWORK_MARGIN,
+) -> np.ndarray:
+    """Apply ``run`` (BGR -> BGR of the same size, a whole network) window by window."""
+    padded = pad_to_network(bgr)
+    out = np.empty_like(padded)
+    for tile in plan_tiles(*padded.shape[:2], max_core, margin):
+        out[tile.core] = run(_window(padded, tile, 0))[tile.crop]
+    return out[: bgr.shape[0], : bgr.shape[1]]
 
 
-def normalisation_statistics(
-    model_path: str | os.PathLike, bgr: np.ndarray, device: str = "cpu"
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per-channel mean and variance entering each instance normalisation, in order,
-    measured on ``bgr`` scaled down to at most ``STATISTICS_PIXELS``."""
-    scale = min(1.0, (STATISTICS_PIXELS / (bgr.shape[0] * bgr.shape[1])) ** 0.5)
-    if scale < 1.0:
-        size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
-        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
-    # A network of its own, dropped afterwards: it holds every normalised activation.
-    network = StyleNet(load_network(model_path), device)
-    outputs = network.infer(network.preprocess(bgr), _normalised_layers(network.net))
-    return [(out.mean(axis=(0, 2, 3)), out.var(axis=(0, 2, 3))) for out in outputs]
+# ------------------------------------------------------------ networks for tiles
+
+
+def _root(model_path: str | os.PathLike) -> TorchObject:
+    inspect_model(model_path)  # one-line errors for anything that is not a usable model
+    checkpoint = torch7.load(model_path)
+    return checkpoint["model"] if isinstance(checkpoint, dict) else checkpoint
+
+
+def _leading_border(root: TorchObject) -> int | None:
+    """The padding of the network's first layer, if it is an even reflection padding."""
+    first = root.children[0] if root.class_name == "nn.Sequential" and root.children else None
+    if first is None or first.class_name != "nn.SpatialReflectionPadding":
+        return None
+    pads = {first.fields.get(key) for key in ("pad_t", "pad_b", "pad_l", "pad_r")}
+    border = pads.pop() if len(pads) == 1 else None
+    return border if isinstance(border, int) and border > 0 else None
 
 
 def _freeze(module: TorchObject, statistics: Iterator[tuple[np.ndarray, np.ndarray]]) -> TorchObject:
     if module.class_name == "nn.InstanceNormalization":
         mean, var = next(statistics)
         fields = module.fields
-        return t7nn.batch_norm(mean, var, fields["weight"], fields["bias"], fields["eps"])
-    children = module.children
-    if not children:
+        return t7nn.batch_norm(mean, var, fields.get("weight"), fields.get("bias"), fields["eps"])
+    if not module.children:
         return module
-    frozen = [_freeze(child, statistics) for child in children]
+    frozen = [_freeze(child, statistics) for child in module.children]
     return TorchObject(module.class_name, {**module.fields, "modules": frozen}, module.version)
 
 
-def frozen_network(
-    model_path: str | os.PathLike, statistics: list[tuple[np.ndarray, np.ndarray]], device: str
-) -> StyleNet:
-    """The model with each instance normalisation fixed to the given statistics."""
-    checkpoint = torch7.load(model_path)
-    root = checkpoint["model"] if isinstance(checkpoint, dict) else checkpoint
-    buffer = io.BytesIO()
-    torch7.dump(_freeze(root, iter(statistics)), buffer)
-    # OpenCV's Torch importer reads only from a path.
+def _without_padding(root: TorchObject, statistics: Statistics | None) -> TorchObject:
+    body = TorchObject(root.class_name, {**root.fields, "modules": root.children[1:]}, root.version)
+    return _freeze(body, iter(statistics)) if statistics is not None else body
+
+
+@dataclass
+class _TileNetwork:
+    """A network without its first padding; or, to measure statistics, the part of it
+    that computes the inputs of some of its normalisations (``norm_inputs``)."""
+
+    runner: StyleRunner
+    norm_inputs: list[str]
+
+    def norm_activations(self, bgr: np.ndarray) -> list[np.ndarray]:
+        with self.runner.lock:
+            return list(self.runner.infer(self.runner.preprocess(bgr), self.norm_inputs))
+
+
+def _opencv_norm_inputs(runner: StyleRunner) -> list[str]:
+    """Layers feeding each normalisation of an OpenCV net read from Torch7: an
+    InstanceNormalization becomes MVN + BatchNorm, a frozen one a BatchNorm alone."""
+    net = runner.net  # type: ignore[attr-defined]
+    names = net.getLayerNames()
+    types = [net.getLayer(name).type for name in names]
+    return [
+        names[i - 1] for i, kind in enumerate(types)
+        if kind == "MVN" or (kind == "BatchNorm" and types[i - 1] != "MVN")
+    ]
+
+
+def _load_tree(
+    tree: TorchObject, engine: str, device: str, measure: slice | None = None
+) -> _TileNetwork:
+    """``tree`` loaded on ``engine``; with ``measure``, for the inputs of those
+    normalisations (OpenCV then runs only the layers up to the last of them)."""
     with tempfile.TemporaryDirectory(prefix="cvstyle-") as folder:
-        path = Path(folder) / "frozen.t7"
-        path.write_bytes(buffer.getvalue())
-        return StyleNet(load_network(path), device)
+        if engine == "opencv" and hasattr(cv2.dnn, "readNetFromTorch"):
+            path = Path(folder) / "tiles.t7"
+            buffer = io.BytesIO()
+            torch7.dump(tree, buffer)
+            path.write_bytes(buffer.getvalue())
+            runner = load_engine(path, engine, device)
+            return _TileNetwork(runner, _opencv_norm_inputs(runner)[measure] if measure else [])
+        # ONNX Runtime, or OpenCV 5 (no Torch importer): the graph, its outputs replaced
+        # by the normalisation inputs to measure so that the rest is pruned.
+        model = onnx_export.to_onnx(tree, name="tiles")
+        norm_inputs = []
+        if measure:
+            norm_inputs = [
+                node.input[0] for node in model.graph.node
+                if node.op_type in ("InstanceNormalization", "BatchNormalization")
+            ][measure]
+            model = onnx_export.with_outputs(model, norm_inputs, replace=True)
+        path = Path(folder) / "tiles.onnx"
+        path.write_bytes(model.SerializeToString())
+        return _TileNetwork(load_engine(path, engine, device), norm_inputs)
+
+
+@functools.lru_cache(maxsize=4)
+def _unfrozen_tile_network(path: Path, stamp: tuple[int, int], engine: str, device: str) -> _TileNetwork:
+    """The padding-less network for models without per-image statistics, kept for the
+    next large photo."""
+    return _load_tree(_without_padding(_root(path), None), engine, device)
+
+
+# ------------------------------------------------------- whole-image statistics
+
+
+@dataclass(frozen=True)
+class _MapGeometry:
+    """Where a normalisation's activation map lies relative to the padded image: map
+    index ``m`` is padded-image pixel ``(m + offset) / scale``."""
+
+    scale: Fraction
+    offset: Fraction
+
+
+def _map_geometry(network: _TileNetwork) -> list[_MapGeometry]:
+    # Map sizes are affine in the input size (strides and unpadded convolutions);
+    # two probe sizes give the scale and the offset of each map.
+    sizes = (96, 128)
+    probes = [network.norm_activations(np.zeros((size, size, 3), np.uint8)) for size in sizes]
+    geometry = []
+    for small, large in zip(*probes):
+        scale = Fraction(large.shape[2] - small.shape[2], sizes[1] - sizes[0])
+        geometry.append(_MapGeometry(scale, (scale * sizes[0] - small.shape[2]) / 2))
+    return geometry
+
+
+def _owned(span: Span, geometry: _MapGeometry, border: int, length: int) -> slice:
+    """The map entries a tile contributes along one axis, in its window's map: those
+    over its core, and up to the map's ends for the tiles at the image's edges."""
+    scale, offset = geometry.scale, geometry.offset
+    whole = math.floor(scale * (length + 2 * border) - 2 * offset)
+    start = 0 if span.first else math.floor(scale * (span.core[0] + border) - offset)
+    stop = whole if span.last else math.floor(scale * (span.core[1] + border) - offset)
+    shift = math.floor(scale * span.window[0])
+    return slice(start - shift, stop - shift)
+
+
+def _measure(
+    network: _TileNetwork, geometry: Sequence[_MapGeometry],
+    padded: np.ndarray, tiles: Sequence[Tile], border: int,
+) -> Statistics:
+    """Mean and variance over the whole image of each normalisation input ``network``
+    gives, accumulated tile by tile in float64."""
+    height, width = padded.shape[0] - 2 * border, padded.shape[1] - 2 * border
+    sums: list[np.ndarray | float] = [0.0] * len(geometry)
+    squares: list[np.ndarray | float] = [0.0] * len(geometry)
+    counts = [0] * len(geometry)
+    for tile in tiles:
+        maps = network.norm_activations(_window(padded, tile, border))
+        for index, (activation, where) in enumerate(zip(maps, geometry)):
+            rows = _owned(tile.rows, where, border, height)
+            cols = _owned(tile.cols, where, border, width)
+            part = activation[0, :, rows, cols].astype(np.float64)
+            sums[index] = sums[index] + part.sum(axis=(1, 2))
+            squares[index] = squares[index] + np.square(part).sum(axis=(1, 2))
+            counts[index] += part.shape[1] * part.shape[2]
+    statistics = []
+    for total, square, count in zip(sums, squares, counts):
+        mean = total / count
+        statistics.append((mean, np.maximum(square / count - mean**2, 0.0)))
+    return statistics
+
+
+def _pad_image(bgr: np.ndarray, border: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """What the network's first layer sees, the image padded to the stride and then by
+    reflection all round; and the size of the picture within the border."""
+    inner = pad_to_network(bgr)
+    padded = cv2.copyMakeBorder(inner, border, border, border, border, cv2.BORDER_REFLECT_101)
+    return padded, inner.shape[:2]
+
+
+def image_statistics(
+    root: TorchObject, bgr: np.ndarray, engine: str, device: str, exact: bool = False,
+    max_core: int = MAX_TILE, margin: int = MARGIN,
+) -> Statistics:
+    """Each instance normalisation's input statistics for ``bgr``: measured on a copy
+    scaled down to ``STATISTICS_PIXELS``, or with ``exact`` at full resolution."""
+    border = _leading_border(root)
+    if border is None:
+        raise ValueError("the network does not start with a reflection padding")
+    scale = min(1.0, (STATISTICS_PIXELS / (bgr.shape[0] * bgr.shape[1])) ** 0.5)
+    small = bgr
+    if scale < 1.0:
+        size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+        small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    # One window over the whole (small) image with the network's own normalisations:
+    # exactly the untiled statistics of that image.
+    everything = slice(None)
+    unfrozen = _load_tree(_without_padding(root, None), engine, device, everything)
+    geometry = _map_geometry(unfrozen)
+    padded, inner = _pad_image(small, border)
+    whole = plan_tiles(*inner, max_core=_ceil(max(inner), SIZE_MULTIPLE))
+    statistics = _measure(unfrozen, geometry, padded, whole, border)
+    if scale == 1.0 or not exact:
+        return statistics
+    # A normalisation's input depends on the statistics of every earlier one, so they
+    # are measured in order, each pass running the network only up to the next one.
+    del unfrozen
+    padded, inner = _pad_image(bgr, border)
+    tiles = plan_tiles(*inner, max_core=max_core, margin=margin)
+    for index in range(len(statistics)):
+        layer = slice(index, index + 1)
+        network = _load_tree(_without_padding(root, statistics), engine, device, layer)
+        statistics[layer] = _measure(network, geometry[layer], padded, tiles, border)
+    return statistics
 
 
 def stylize_large(
     network: StyleRunner, model_path: str | os.PathLike, bgr: np.ndarray,
-    core: int = TILE, margin: int = MARGIN,
+    max_core: int = MAX_TILE, margin: int = MARGIN, exact_statistics: bool = False,
 ) -> np.ndarray:
-    """Tile ``bgr`` through ``network``, freezing whole-image statistics where it needs them."""
-    if Path(model_path).suffix == ".t7" and inspect_model(model_path).family == "instance_norm":
-        # The frozen copy runs on OpenCV, whatever engine ran the untiled network.
-        device = network.device if network.engine == "opencv" else "cpu"
-        statistics = normalisation_statistics(model_path, bgr, device)
-        network = frozen_network(model_path, statistics, device)
-    return stylize_tiled(network, bgr, core, margin)
+    """Stylize ``bgr`` tile by tile on the engine and device of ``network``, which runs
+    the model at ``model_path``, freezing whole-image statistics where it needs them
+    (``exact_statistics``: see :func:`image_statistics`)."""
+    path = Path(model_path)
+    root = _root(path) if path.suffix == ".t7" else None
+    border = _leading_border(root) if root is not None else None
+    if border is None:
+        return stylize_tiled(network, bgr, max_core, WHOLE_NETWORK_MARGIN)
+    engine, device = network.engine, network.device
+    if inspect_model(path).family == "instance_norm":
+        statistics = image_statistics(root, bgr, engine, device, exact_statistics, max_core, margin)
+        runner = _load_tree(_without_padding(root, statistics), engine, device).runner
+    else:
+        stat = path.stat()
+        runner = _unfrozen_tile_network(path.resolve(), (stat.st_mtime_ns, stat.st_size), engine, device).runner
+    padded, inner = _pad_image(bgr, border)
+    out = np.empty((*inner, 3), np.uint8)
+    for tile in plan_tiles(*inner, max_core, margin):
+        out[tile.core] = runner(_window(padded, tile, border))[tile.crop]
+    return out[: bgr.shape[0], : bgr.shape[1]]

@@ -14,7 +14,7 @@ import reference_net
 from cvstyle import torch7
 from cvstyle.errors import CvstyleError
 from cvstyle.engines import load_engine
-from cvstyle.runner import resolve_device
+from cvstyle.runner import Preprocessing, StyleRunner, resolve_device
 
 
 @pytest.mark.parametrize("height,width", [(199, 301), (64, 48), (37, 53)])
@@ -66,3 +66,22 @@ def test_unknown_and_missing_devices():
     if resolve_device("auto") == "cpu":  # a build without CUDA: asking for it is an error
         with pytest.raises(CvstyleError, match="no CUDA"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [Preprocessing(), Preprocessing(mean_bgr=(0.0, 0.0, 0.0), scale=1 / 255, swap_rb=True)],
+)
+def test_postprocess_rounds_and_saturates_like_numpy(preprocessing):
+    """The OpenCV post-processing gives exactly the pixels of the plain NumPy formula:
+    halves round to even, values below 0 and above 255 saturate."""
+    rng = np.random.default_rng(0)
+    output = rng.normal(0, 150, (1, 3, 37, 53)).astype(np.float32) * preprocessing.scale
+    output[0, :, 0, :8] = (np.arange(8) - 104.5) * preprocessing.scale  # exact halves
+    runner = StyleRunner("cpu", preprocessing)
+    planes = output[0, :, :31, :50]
+    if preprocessing.swap_rb:
+        planes = planes[::-1]
+    expected = planes.transpose(1, 2, 0) / preprocessing.scale + np.asarray(preprocessing.mean_bgr)
+    expected = np.clip(np.rint(expected), 0, 255).astype(np.uint8)
+    assert np.array_equal(runner.postprocess(output, 31, 50), expected)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from cvstyle import tiling
-from cvstyle.modelinfo import load_network
-from cvstyle.runner import StyleNet
+from cvstyle.engines import load_engine
+from cvstyle.runner import pad_to_network
+
 
 
 @pytest.fixture(scope="module")
@@ -21,49 +22,87 @@ def photo(cat_bgr) -> np.ndarray:
     return cv2.resize(cat_bgr, (333, 251), interpolation=cv2.INTER_AREA)
 
 
+@pytest.fixture(params=["opencv", "onnxruntime"])
+def engine(request) -> str:
+    if request.param == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+    return request.param
+
+
 def test_tiles_cover_the_image_once_with_aligned_windows():
     height, width = 1001, 777
-    tiles = tiling.plan_tiles(height, width, core=256, margin=48)
-    covered = np.zeros((height, width), np.int32)
+    tiles = tiling.plan_tiles(height, width, max_core=256, margin=32)
+    covered = np.zeros((1004, 780), np.int32)  # the image padded to the stride
     for tile in tiles:
         covered[tile.core] += 1
-        top, left, tile_h, tile_w = tile.window
-        assert top % 4 == 0 and left % 4 == 0 and tile_h % 4 == 0 and tile_w % 4 == 0
-        # The core sits inside the window with the full margin, except at image edges.
-        rows, cols = tile.crop
-        assert rows.start >= 48 or top == 0
-        assert cols.start >= 48 or left == 0
+        for span in (tile.rows, tile.cols):
+            assert all(value % 4 == 0 for value in span.core + span.window)
+            # The core sits inside the window with the full margin, except at image edges.
+            assert span.core[0] - span.window[0] == (0 if span.first else 32)
+            assert span.window[1] - span.core[1] == (0 if span.last else 32)
     assert (covered == 1).all()
-    assert len({t.window[2:] for t in tiles}) == 1  # one window shape: the net never reshapes
+    # Cores are as equal as the stride allows: no sliver of a tile at the far edge.
+    sizes = {span.core[1] - span.core[0] for span in tiling.plan_spans(1001, 256)}
+    assert sizes == {252, 248}
 
 
 @pytest.mark.parametrize("family", ["eccv16", "instance_norm"])
-def test_tiled_equals_untiled(family, eccv16_model, instance_norm_model, photo):
+def test_tiled_equals_untiled(family, engine, eccv16_model, instance_norm_model, photo):
     path = {"eccv16": eccv16_model, "instance_norm": instance_norm_model}[family]
-    network = StyleNet(load_network(path), "cpu")
+    network = load_engine(path, engine, "cpu")
     whole = network(photo).astype(int)
-    tiled = tiling.stylize_large(network, path, photo, core=128, margin=48).astype(int)
+    tiled = tiling.stylize_large(network, path, photo, max_core=96).astype(int)
+    assert len(tiling.plan_tiles(*photo.shape[:2], max_core=96)) == 12
     assert tiled.shape == whole.shape
-    assert np.abs(tiled - whole).max() <= 2
+    assert np.abs(tiled - whole).max() <= 1
 
 
-def test_no_seam_at_tile_borders(instance_norm_model, photo):
-    network = StyleNet(load_network(instance_norm_model), "cpu")
+def test_exact_statistics_match_the_untiled_pass(engine, instance_norm_model, photo, monkeypatch):
+    """Above STATISTICS_PIXELS the default statistics come from a scaled-down copy; the
+    exact mode measures them over the full-resolution tiles and matches one pass."""
+    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)
+    network = load_engine(instance_norm_model, engine, "cpu")
+    whole = network(photo).astype(int)
+    estimated = tiling.stylize_large(network, instance_norm_model, photo, max_core=128)
+    exact = tiling.stylize_large(
+        network, instance_norm_model, photo, max_core=128, exact_statistics=True
+    )
+    assert np.abs(exact.astype(int) - whole).max() <= 2
+    # Not vacuous: on these random-weight networks the estimate is visibly off.
+    assert np.abs(estimated.astype(int) - whole).mean() > 2
+
+
+def test_no_seam_at_tile_borders(instance_norm_model, photo, monkeypatch):
+    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)  # estimated statistics
+    network = load_engine(instance_norm_model, "opencv", "cpu")
     core = 96
-    tiled = tiling.stylize_large(network, instance_norm_model, photo, core=core, margin=48)
+    tiled = tiling.stylize_large(network, instance_norm_model, photo, max_core=core)
     steps = np.abs(np.diff(tiled.astype(int), axis=1)).max(axis=(0, 2))  # per column boundary
-    at_borders = steps[core - 1 :: core]
-    elsewhere = np.delete(steps, np.arange(core - 1, steps.size, core))
+    cores = [span.core[1] for span in tiling.plan_spans(photo.shape[1], core)][:-1]
+    at_borders = steps[np.array(cores) - 1]
+    elsewhere = np.delete(steps, np.array(cores) - 1)
     assert at_borders.max() <= elsewhere.max()
     assert at_borders.mean() <= np.percentile(elsewhere, 90)
 
 
-def test_too_small_margin_shows_a_seam(eccv16_model, photo):
+@pytest.mark.parametrize("margin", [0, 4])
+def test_too_small_margin_shows_a_seam(eccv16_model, photo, margin):
     """The equality above is not vacuous: without enough context tiles do differ."""
-    network = StyleNet(load_network(eccv16_model), "cpu")
+    network = load_engine(eccv16_model, "opencv", "cpu")
     whole = network(photo).astype(int)
-    tiled = tiling.stylize_tiled(network, photo, core=128, margin=4).astype(int)
-    assert np.abs(tiled - whole).max() > 10
+    tiled = tiling.stylize_large(network, eccv16_model, photo, max_core=96, margin=margin)
+    assert np.abs(tiled.astype(int) - whole).max() > 10
+
+
+def test_networks_without_a_leading_padding_run_whole_on_each_window(photo):
+    """A graph cvstyle cannot take apart (here: a plain function) is tiled with wide margins."""
+    def blur(bgr):
+        return cv2.GaussianBlur(bgr, (9, 9), 0)
+
+    whole = blur(pad_to_network(photo))[: photo.shape[0], : photo.shape[1]]
+    assert np.array_equal(tiling.stylize_tiled(blur, photo, max_core=96), whole)
+    assert not np.array_equal(tiling.stylize_tiled(blur, photo, max_core=96, margin=0), whole)
 
 
 def test_auto_mode_thresholds():
@@ -89,7 +128,7 @@ def test_large_landscape_photo_in_bounded_memory(instance_norm_model, tmp_path):
         rng = np.random.default_rng(0)
         image = rng.integers(0, 256, (1440 // 8, 2600 // 8, 3), dtype=np.uint8)
         image = np.kron(image, np.ones((8, 8, 1), np.uint8))
-        out = Stylizer({str(instance_norm_model)!r}, device="cpu").stylize(image)
+        out = Stylizer({str(instance_norm_model)!r}, device="cpu", engine="opencv").stylize(image)
         assert out.shape == image.shape, out.shape
         # VmHWM, unlike ru_maxrss, does not inherit the parent's peak across exec.
         status = open("/proc/self/status").read()
