@@ -342,11 +342,12 @@ def image_statistics(
 
 def stylize_large(
     network: StyleRunner, model_path: str | os.PathLike, bgr: np.ndarray,
-    max_core: int = MAX_TILE, margin: int = MARGIN, exact_statistics: bool = False,
+    max_core: int | None = None, margin: int = MARGIN, exact_statistics: bool = False,
 ) -> np.ndarray:
     """Stylize ``bgr`` tile by tile on the engine and device of ``network``, which runs
     the model at ``model_path``, freezing whole-image statistics where it needs them
     (``exact_statistics``: see :func:`image_statistics`)."""
+    max_core = max_core or MAX_TILE  # read when called, so that it can be tuned
     path = Path(model_path)
     root = _root(path) if path.suffix == ".t7" else None
     border = _leading_border(root) if root is not None else None

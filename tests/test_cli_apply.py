@@ -198,3 +198,19 @@ def test_fetch_flag_downloads_a_missing_model_first(workdir, capsys):
         assert main(["apply", "-m", "style", "--manifest", str(manifest), "--fetch", "cat.png"]) == 0
     assert (workdir / "home" / "models" / "test" / "style.t7").read_bytes() == data
     assert (workdir / "cat_style.jpg").is_file()
+
+
+def test_forced_tiles_with_exact_statistics_equal_one_pass(workdir, instance_norm_model, monkeypatch):
+    from cvstyle import tiling
+
+    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 60 * 45)  # below the photo's size
+    monkeypatch.setattr(tiling, "MAX_TILE", 64)  # several tiles on a small photo
+    small_photo(workdir, size=(150, 110))
+    model = ["-m", str(instance_norm_model), "cat.png"]
+    assert main(["apply", *model, "--tile", "off", "-o", "whole.png"]) == 0
+    assert main(["apply", *model, "--tile", "on", "--exact-statistics", "-o", "exact.png"]) == 0
+    assert main(["apply", *model, "--tile", "on", "-o", "estimated.png"]) == 0
+    assert len(tiling.plan_tiles(110, 150, max_core=64)) == 6
+    whole, exact, estimated = (cv2.imread(name).astype(int) for name in ("whole.png", "exact.png", "estimated.png"))
+    assert np.abs(exact - whole).max() <= 2
+    assert np.abs(estimated - whole).mean() > 2
