@@ -29,3 +29,14 @@ def test_first_commands_are_the_ones_ci_runs():
     assert "cvstyle apply samples/" in setup
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert setup in ci and tests in ci
+
+
+def test_ci_runs_the_test_commands_of_the_tests_section():
+    """README's Tests section documents the second CI environment command for command."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", section, re.S) for line in block.splitlines()]
+    assert commands, "README's Tests section shows no command"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    for command in commands:
+        assert command in ci, command
