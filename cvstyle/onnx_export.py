@@ -37,7 +37,8 @@ ONNX_MISSING = "converting to ONNX needs the onnx package: pip install 'cvstyle[
 Value = str | list[str]  # a tensor name, or the list of them that a ConcatTable produces
 
 
-def _onnx():
+def require_onnx():
+    """The onnx module, or an error that says how to install it."""
     try:
         import onnx
     except ImportError:
@@ -49,7 +50,7 @@ class _Graph:
     """Accumulates nodes and initializers while the module tree is walked."""
 
     def __init__(self):
-        self.onnx = _onnx()
+        self.onnx = require_onnx()
         self.nodes: list = []
         self.initializers: list = []
         self.counter = 0
@@ -278,7 +279,7 @@ def to_onnx(checkpoint: object, name: str = "cvstyle") -> "onnx.ModelProto":
 
     Module positions in errors read like ``model.12.1.3`` (1-based, as in Lua).
     """
-    onnx = _onnx()
+    onnx = require_onnx()
     helper = onnx.helper
     root = checkpoint.get("model") if isinstance(checkpoint, dict) else checkpoint
     graph = _Graph()
@@ -316,12 +317,16 @@ def with_outputs(
 ) -> "onnx.ModelProto":
     """``model`` with the named intermediate ``tensors`` as outputs too, or with
     ``replace`` instead of its own (a runtime then prunes what they do not need)."""
-    helper = _onnx().helper
+    onnx = require_onnx()
     extended = type(model)()
     extended.CopyFrom(model)
     if replace:
         del extended.graph.output[:]
-    extended.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in tensors)
+    # OpenCV's importer needs each output's type and rank; the sizes may stay unknown.
+    extended.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None] * 4)
+        for name in tensors
+    )
     return extended
 
 

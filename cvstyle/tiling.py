@@ -27,6 +27,7 @@ exact and brings the others close to their untiled values.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import math
 import os
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -42,8 +44,11 @@ import numpy as np
 from . import onnx_export, t7nn, torch7
 from .engines import load_engine
 from .modelinfo import inspect_model
-from .runner import SIZE_MULTIPLE, StyleRunner, pad_to_network
+from .runner import SIZE_MULTIPLE, VGG, Preprocessing, StyleRunner, pad_to_network
 from .torch7 import TorchObject
+
+if TYPE_CHECKING:
+    import onnx
 
 # Above this many pixels a single forward risks OpenCV's crash or more than ~1.5 GiB.
 AUTO_TILE_PIXELS = 1920 * 1088
@@ -200,38 +205,111 @@ def _opencv_norm_inputs(runner: StyleRunner) -> list[str]:
     ]
 
 
+def _load_graph(
+    model: "onnx.ModelProto", engine: str, device: str, preprocessing: Preprocessing,
+    norm_inputs: list[str] | None = None,
+) -> _TileNetwork:
+    """An ONNX ``model`` on ``engine``; with ``norm_inputs``, its outputs replaced by
+    those tensors so that the rest of the graph is pruned."""
+    if norm_inputs:
+        model = onnx_export.with_outputs(model, norm_inputs, replace=True)
+    with tempfile.TemporaryDirectory(prefix="cvstyle-") as folder:
+        path = Path(folder) / "tiles.onnx"
+        path.write_bytes(model.SerializeToString())
+        return _TileNetwork(load_engine(path, engine, device, preprocessing), norm_inputs or [])
+
+
 def _load_tree(
     tree: TorchObject, engine: str, device: str, measure: slice | None = None
 ) -> _TileNetwork:
     """``tree`` loaded on ``engine``; with ``measure``, for the inputs of those
-    normalisations (OpenCV then runs only the layers up to the last of them)."""
-    with tempfile.TemporaryDirectory(prefix="cvstyle-") as folder:
-        if engine == "opencv" and hasattr(cv2.dnn, "readNetFromTorch"):
+    normalisations (the engines then run only the layers up to the last of them)."""
+    if engine == "opencv" and hasattr(cv2.dnn, "readNetFromTorch"):
+        with tempfile.TemporaryDirectory(prefix="cvstyle-") as folder:
             path = Path(folder) / "tiles.t7"
             buffer = io.BytesIO()
             torch7.dump(tree, buffer)
             path.write_bytes(buffer.getvalue())
             runner = load_engine(path, engine, device)
-            return _TileNetwork(runner, _opencv_norm_inputs(runner)[measure] if measure else [])
-        # ONNX Runtime, or OpenCV 5 (no Torch importer): the graph, its outputs replaced
-        # by the normalisation inputs to measure so that the rest is pruned.
-        model = onnx_export.to_onnx(tree, name="tiles")
-        norm_inputs = []
-        if measure:
-            norm_inputs = [
-                node.input[0] for node in model.graph.node
-                if node.op_type in ("InstanceNormalization", "BatchNormalization")
-            ][measure]
-            model = onnx_export.with_outputs(model, norm_inputs, replace=True)
-        path = Path(folder) / "tiles.onnx"
-        path.write_bytes(model.SerializeToString())
-        return _TileNetwork(load_engine(path, engine, device), norm_inputs)
+        return _TileNetwork(runner, _opencv_norm_inputs(runner)[measure] if measure else [])
+    # ONNX Runtime, or OpenCV 5 (no Torch importer), run the tree's ONNX conversion.
+    model = onnx_export.to_onnx(tree, name="tiles")
+    norm_inputs = _graph_norm_inputs(model, ("InstanceNormalization", "BatchNormalization"))
+    return _load_graph(model, engine, device, VGG, norm_inputs[measure] if measure else None)
+
+
+def _graph_norm_inputs(model: "onnx.ModelProto", kinds: tuple[str, ...]) -> list[str]:
+    return [node.input[0] for node in model.graph.node if node.op_type in kinds]
+
+
+def _freeze_graph(model: "onnx.ModelProto", statistics: Statistics) -> "onnx.ModelProto":
+    """``model`` with each InstanceNormalization (in graph order) turned into a batch
+    normalisation with the given statistics."""
+    onnx = onnx_export.require_onnx()
+    frozen = type(model)()
+    frozen.CopyFrom(model)
+    values = iter(statistics)
+    for node in frozen.graph.node:
+        if node.op_type != "InstanceNormalization":
+            continue
+        mean, var = next(values)
+        names = [f"{node.input[0]}_frozen_mean", f"{node.input[0]}_frozen_var"]
+        frozen.graph.initializer.extend(
+            onnx.numpy_helper.from_array(np.asarray(array, np.float32), name)
+            for array, name in zip((mean, var), names)
+        )
+        node.op_type = "BatchNormalization"
+        node.input.extend(names)
+    return frozen
+
+
+@dataclass(frozen=True)
+class _Rebuildable:
+    """How to run a model on tiles: ``build(statistics, measure)`` loads it with its
+    instance normalisations frozen to ``statistics`` (None: as they are), or, with
+    ``measure``, for the inputs of those normalisations. Windows get ``border`` pixels
+    of the padded image on each side besides ``margin``."""
+
+    build: Callable[[Statistics | None, slice | None], _TileNetwork]
+    normalisations: int
+    border: int
+    margin: int
+
+
+def _rebuildable(network: StyleRunner, path: Path, margin: int) -> _Rebuildable | None:
+    """``network``'s model taken apart for tiles, or None if cvstyle cannot do so (an
+    ONNX model without the onnx package, or a `.t7` that does not start with a padding)."""
+    engine, device = network.engine, network.device
+    if path.suffix == ".t7":
+        root = _root(path)
+        border = _leading_border(root)
+        if border is None:
+            return None
+        count = sum(name == "nn.InstanceNormalization" for name in inspect_model(path).modules)
+        return _Rebuildable(
+            lambda statistics, measure: _load_tree(
+                _without_padding(root, statistics), engine, device, measure
+            ),
+            count, border, margin,
+        )
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    model = onnx_export.require_onnx().load(os.fspath(path))
+    norm_inputs = _graph_norm_inputs(model, ("InstanceNormalization",))
+    prep = network.preprocessing
+    return _Rebuildable(
+        lambda statistics, measure: _load_graph(
+            _freeze_graph(model, statistics) if statistics else model, engine, device, prep,
+            norm_inputs[measure] if measure else None,
+        ),
+        len(norm_inputs), 0, WHOLE_NETWORK_MARGIN,
+    )
 
 
 @functools.lru_cache(maxsize=4)
 def _unfrozen_tile_network(path: Path, stamp: tuple[int, int], engine: str, device: str) -> _TileNetwork:
-    """The padding-less network for models without per-image statistics, kept for the
-    next large photo."""
+    """The padding-less network of a `.t7` model without per-image statistics, kept for
+    the next large photo."""
     return _load_tree(_without_padding(_root(path), None), engine, device)
 
 
@@ -305,14 +383,10 @@ def _pad_image(bgr: np.ndarray, border: int) -> tuple[np.ndarray, tuple[int, int
 
 
 def image_statistics(
-    root: TorchObject, bgr: np.ndarray, engine: str, device: str, exact: bool = False,
-    max_core: int = MAX_TILE, margin: int = MARGIN,
+    model: _Rebuildable, bgr: np.ndarray, exact: bool = False, max_core: int = MAX_TILE
 ) -> Statistics:
     """Each instance normalisation's input statistics for ``bgr``: measured on a copy
     scaled down to ``STATISTICS_PIXELS``, or with ``exact`` at full resolution."""
-    border = _leading_border(root)
-    if border is None:
-        raise ValueError("the network does not start with a reflection padding")
     scale = min(1.0, (STATISTICS_PIXELS / (bgr.shape[0] * bgr.shape[1])) ** 0.5)
     small = bgr
     if scale < 1.0:
@@ -320,23 +394,22 @@ def image_statistics(
         small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
     # One window over the whole (small) image with the network's own normalisations:
     # exactly the untiled statistics of that image.
-    everything = slice(None)
-    unfrozen = _load_tree(_without_padding(root, None), engine, device, everything)
+    unfrozen = model.build(None, slice(None))
     geometry = _map_geometry(unfrozen)
-    padded, inner = _pad_image(small, border)
+    padded, inner = _pad_image(small, model.border)
     whole = plan_tiles(*inner, max_core=_ceil(max(inner), SIZE_MULTIPLE))
-    statistics = _measure(unfrozen, geometry, padded, whole, border)
+    statistics = _measure(unfrozen, geometry, padded, whole, model.border)
     if scale == 1.0 or not exact:
         return statistics
     # A normalisation's input depends on the statistics of every earlier one, so they
     # are measured in order, each pass running the network only up to the next one.
     del unfrozen
-    padded, inner = _pad_image(bgr, border)
-    tiles = plan_tiles(*inner, max_core=max_core, margin=margin)
+    padded, inner = _pad_image(bgr, model.border)
+    tiles = plan_tiles(*inner, max_core=max_core, margin=model.margin)
     for index in range(len(statistics)):
         layer = slice(index, index + 1)
-        network = _load_tree(_without_padding(root, statistics), engine, device, layer)
-        statistics[layer] = _measure(network, geometry[layer], padded, tiles, border)
+        network = model.build(statistics, layer)
+        statistics[layer] = _measure(network, geometry[layer], padded, tiles, model.border)
     return statistics
 
 
@@ -349,19 +422,18 @@ def stylize_large(
     (``exact_statistics``: see :func:`image_statistics`)."""
     max_core = max_core or MAX_TILE  # read when called, so that it can be tuned
     path = Path(model_path)
-    root = _root(path) if path.suffix == ".t7" else None
-    border = _leading_border(root) if root is not None else None
-    if border is None:
+    model = _rebuildable(network, path, margin)
+    if model is None or (model.border == 0 and model.normalisations == 0):
         return stylize_tiled(network, bgr, max_core, WHOLE_NETWORK_MARGIN)
-    engine, device = network.engine, network.device
-    if inspect_model(path).family == "instance_norm":
-        statistics = image_statistics(root, bgr, engine, device, exact_statistics, max_core, margin)
-        runner = _load_tree(_without_padding(root, statistics), engine, device).runner
+    if model.normalisations:
+        statistics = image_statistics(model, bgr, exact_statistics, max_core)
+        runner = model.build(statistics, None).runner
     else:
         stat = path.stat()
-        runner = _unfrozen_tile_network(path.resolve(), (stat.st_mtime_ns, stat.st_size), engine, device).runner
-    padded, inner = _pad_image(bgr, border)
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        runner = _unfrozen_tile_network(path.resolve(), stamp, network.engine, network.device).runner
+    padded, inner = _pad_image(bgr, model.border)
     out = np.empty((*inner, 3), np.uint8)
-    for tile in plan_tiles(*inner, max_core, margin):
-        out[tile.core] = runner(_window(padded, tile, border))[tile.crop]
+    for tile in plan_tiles(*inner, max_core, model.margin):
+        out[tile.core] = runner(_window(padded, tile, model.border))[tile.crop]
     return out[: bgr.shape[0], : bgr.shape[1]]

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cvstyle import tiling
+from cvstyle import presets, tiling
 from cvstyle.engines import load_engine
 from cvstyle.runner import pad_to_network
 
@@ -71,6 +71,24 @@ def test_exact_statistics_match_the_untiled_pass(engine, instance_norm_model, ph
     assert np.abs(exact.astype(int) - whole).max() <= 2
     # Not vacuous: on these random-weight networks the estimate is visibly off.
     assert np.abs(estimated.astype(int) - whole).mean() > 2
+
+
+def test_onnx_models_with_instance_norm_are_tiled_with_whole_image_statistics(engine, photo, tmp_path, monkeypatch):
+    """A PyTorch-example-shaped ONNX model (reflection padding in every convolution,
+    instance normalisation, upsampling): tiles run the whole graph with wide margins and
+    its normalisations frozen to whole-image statistics."""
+    onnx_graphs = pytest.importorskip("onnx_graphs")
+    model = onnx_graphs.transformer_net(tmp_path / "net.onnx", seed=1, width=8, residuals=5)
+    network = load_engine(model, engine, "cpu", presets.preset("rgb255"))
+    whole = network(photo).astype(int)
+    exact = tiling.stylize_large(network, model, photo, max_core=96).astype(int)
+    assert np.abs(exact - whole).max() <= 1  # the photo is below STATISTICS_PIXELS
+    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)
+    exact = tiling.stylize_large(network, model, photo, max_core=96, exact_statistics=True)
+    assert np.abs(exact.astype(int) - whole).max() <= 1
+    # Each window normalised by itself would be far off.
+    per_window = tiling.stylize_tiled(network, photo, max_core=96).astype(int)
+    assert np.abs(per_window - whole).mean() > 5
 
 
 def test_no_seam_at_tile_borders(instance_norm_model, photo, monkeypatch):
