@@ -74,16 +74,24 @@ _BACKEND_TARGET = {
 }
 
 
+def network_size(height: int, width: int) -> tuple[int, int]:
+    """The input size the network gets for an image of this size: a multiple of
+    ``SIZE_MULTIPLE`` and at least ``MIN_SIDE``."""
+    return (
+        max(-(-height // SIZE_MULTIPLE) * SIZE_MULTIPLE, MIN_SIDE),
+        max(-(-width // SIZE_MULTIPLE) * SIZE_MULTIPLE, MIN_SIDE),
+    )
+
+
 def pad_to_network(bgr: np.ndarray) -> np.ndarray:
-    """``bgr`` padded at the bottom and right by reflection to a multiple of
-    ``SIZE_MULTIPLE`` and at least ``MIN_SIDE``, as the network needs."""
+    """``bgr`` padded at the bottom and right to :func:`network_size`, by reflection
+    (by replication for images one pixel high or wide)."""
     height, width = bgr.shape[:2]
-    pad_bottom = max(-height % SIZE_MULTIPLE, MIN_SIDE - height)
-    pad_right = max(-width % SIZE_MULTIPLE, MIN_SIDE - width)
-    if not (pad_bottom or pad_right):
+    padded_height, padded_width = network_size(height, width)
+    if (padded_height, padded_width) == (height, width):
         return bgr
     border = cv2.BORDER_REFLECT_101 if min(height, width) > 1 else cv2.BORDER_REPLICATE
-    return cv2.copyMakeBorder(bgr, 0, pad_bottom, 0, pad_right, border)
+    return cv2.copyMakeBorder(bgr, 0, padded_height - height, 0, padded_width - width, border)
 
 
 class StyleRunner:

@@ -44,7 +44,7 @@ import numpy as np
 from . import onnx_export, t7nn, torch7
 from .engines import load_engine
 from .modelinfo import inspect_model
-from .runner import SIZE_MULTIPLE, VGG, Preprocessing, StyleRunner, pad_to_network
+from .runner import SIZE_MULTIPLE, VGG, Preprocessing, StyleRunner, network_size
 from .torch7 import TorchObject
 
 if TYPE_CHECKING:
@@ -126,11 +126,38 @@ def needs_tiling(bgr: np.ndarray, mode: str) -> bool:
     return mode == "on" or (mode == "auto" and bgr.shape[0] * bgr.shape[1] > AUTO_TILE_PIXELS)
 
 
-def _window(image: np.ndarray, tile: Tile, border: int) -> np.ndarray:
-    """The tile's window of ``image`` plus ``border`` pixels of context on every side
-    (``image`` already carries that border around the picture)."""
-    (top, bottom), (left, right) = tile.rows.window, tile.cols.window
-    return image[top : bottom + 2 * border, left : right + 2 * border]
+def _reflect_101(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices folded into ``range(length)`` as cv2.BORDER_REFLECT_101 folds them."""
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = np.abs(index) % period
+    return np.where(index >= length, period - index, index)
+
+
+class _PaddedImage:
+    """``bgr`` as the network's first layer sees it: padded to :func:`network_size`
+    (:func:`pad_to_network`), then by ``border`` pixels of reflection all round. Windows
+    are gathered from ``bgr`` when asked for, so no padded copy of a large photo is made."""
+
+    def __init__(self, bgr: np.ndarray, border: int):
+        self.bgr = bgr
+        self.border = border
+        self.inner = network_size(*bgr.shape[:2])  # the picture's size within the border
+
+    def _indices(self, start: int, stop: int, axis: int) -> np.ndarray:
+        length = self.bgr.shape[axis]
+        inner = _reflect_101(np.arange(start, stop) - self.border, self.inner[axis])
+        if min(self.bgr.shape[:2]) > 1:
+            return _reflect_101(inner, length)
+        return np.minimum(inner, length - 1)  # pad_to_network replicates such images
+
+    def window(self, tile: Tile) -> np.ndarray:
+        """The tile's window with ``border`` pixels of context on every side."""
+        (top, bottom), (left, right) = tile.rows.window, tile.cols.window
+        rows = self._indices(top, bottom + 2 * self.border, 0)
+        cols = self._indices(left, right + 2 * self.border, 1)
+        return self.bgr[np.ix_(rows, cols)]
 
 
 def stylize_tiled(
@@ -138,10 +165,10 @@ def stylize_tiled(
     max_core: int = MAX_TILE, margin: int = WHOLE_NETWORK_MARGIN,
 ) -> np.ndarray:
     """Apply ``run`` (BGR -> BGR of the same size, a whole network) window by window."""
-    padded = pad_to_network(bgr)
-    out = np.empty_like(padded)
-    for tile in plan_tiles(*padded.shape[:2], max_core, margin):
-        out[tile.core] = run(_window(padded, tile, 0))[tile.crop]
+    padded = _PaddedImage(bgr, 0)
+    out = np.empty((*padded.inner, 3), np.uint8)
+    for tile in plan_tiles(*padded.inner, max_core, margin):
+        out[tile.core] = run(padded.window(tile))[tile.crop]
     return out[: bgr.shape[0], : bgr.shape[1]]
 
 
@@ -350,16 +377,17 @@ def _owned(span: Span, geometry: _MapGeometry, border: int, length: int) -> slic
 
 def _measure(
     network: _TileNetwork, geometry: Sequence[_MapGeometry],
-    padded: np.ndarray, tiles: Sequence[Tile], border: int,
+    padded: _PaddedImage, tiles: Sequence[Tile],
 ) -> Statistics:
     """Mean and variance over the whole image of each normalisation input ``network``
     gives, accumulated tile by tile in float64."""
-    height, width = padded.shape[0] - 2 * border, padded.shape[1] - 2 * border
+    border = padded.border
+    height, width = padded.inner
     sums: list[np.ndarray | float] = [0.0] * len(geometry)
     squares: list[np.ndarray | float] = [0.0] * len(geometry)
     counts = [0] * len(geometry)
     for tile in tiles:
-        maps = network.norm_activations(_window(padded, tile, border))
+        maps = network.norm_activations(padded.window(tile))
         for index, (activation, where) in enumerate(zip(maps, geometry)):
             rows = _owned(tile.rows, where, border, height)
             cols = _owned(tile.cols, where, border, width)
@@ -372,14 +400,6 @@ def _measure(
         mean = total / count
         statistics.append((mean, np.maximum(square / count - mean**2, 0.0)))
     return statistics
-
-
-def _pad_image(bgr: np.ndarray, border: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """What the network's first layer sees, the image padded to the stride and then by
-    reflection all round; and the size of the picture within the border."""
-    inner = pad_to_network(bgr)
-    padded = cv2.copyMakeBorder(inner, border, border, border, border, cv2.BORDER_REFLECT_101)
-    return padded, inner.shape[:2]
 
 
 def image_statistics(
@@ -396,20 +416,20 @@ def image_statistics(
     # exactly the untiled statistics of that image.
     unfrozen = model.build(None, slice(None))
     geometry = _map_geometry(unfrozen)
-    padded, inner = _pad_image(small, model.border)
-    whole = plan_tiles(*inner, max_core=_ceil(max(inner), SIZE_MULTIPLE))
-    statistics = _measure(unfrozen, geometry, padded, whole, model.border)
+    padded = _PaddedImage(small, model.border)
+    whole = plan_tiles(*padded.inner, max_core=_ceil(max(padded.inner), SIZE_MULTIPLE))
+    statistics = _measure(unfrozen, geometry, padded, whole)
     if scale == 1.0 or not exact:
         return statistics
     # A normalisation's input depends on the statistics of every earlier one, so they
     # are measured in order, each pass running the network only up to the next one.
     del unfrozen
-    padded, inner = _pad_image(bgr, model.border)
-    tiles = plan_tiles(*inner, max_core=max_core, margin=model.margin)
+    padded = _PaddedImage(bgr, model.border)
+    tiles = plan_tiles(*padded.inner, max_core=max_core, margin=model.margin)
     for index in range(len(statistics)):
         layer = slice(index, index + 1)
         network = model.build(statistics, layer)
-        statistics[layer] = _measure(network, geometry[layer], padded, tiles, model.border)
+        statistics[layer] = _measure(network, geometry[layer], padded, tiles)
     return statistics
 
 
@@ -432,8 +452,8 @@ def stylize_large(
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         runner = _unfrozen_tile_network(path.resolve(), stamp, network.engine, network.device).runner
-    padded, inner = _pad_image(bgr, model.border)
-    out = np.empty((*inner, 3), np.uint8)
-    for tile in plan_tiles(*inner, max_core, model.margin):
-        out[tile.core] = runner(_window(padded, tile, model.border))[tile.crop]
+    padded = _PaddedImage(bgr, model.border)
+    out = np.empty((*padded.inner, 3), np.uint8)
+    for tile in plan_tiles(*padded.inner, max_core, model.margin):
+        out[tile.core] = runner(padded.window(tile))[tile.crop]
     return out[: bgr.shape[0], : bgr.shape[1]]

@@ -47,6 +47,22 @@ def test_tiles_cover_the_image_once_with_aligned_windows():
     assert sizes == {252, 248}
 
 
+@pytest.mark.parametrize("height,width", [(101, 77), (45, 47), (3, 50), (1, 5), (8, 8)])
+@pytest.mark.parametrize("border", [0, 40])
+def test_windows_are_cut_from_the_image_as_the_network_pads_it(height, width, border):
+    """Windows are gathered from the photo itself (no padded copy of a large photo), and
+    equal the same windows of the explicitly padded photo."""
+    photo = np.random.default_rng(height).integers(0, 256, (height, width, 3), np.uint8)
+    reflect = cv2.BORDER_REFLECT_101
+    padded = cv2.copyMakeBorder(pad_to_network(photo), border, border, border, border, reflect)
+    view = tiling._PaddedImage(photo, border)
+    assert padded.shape[:2] == (view.inner[0] + 2 * border, view.inner[1] + 2 * border)
+    for tile in tiling.plan_tiles(*view.inner, max_core=16, margin=8):
+        (top, bottom), (left, right) = tile.rows.window, tile.cols.window
+        expected = padded[top : bottom + 2 * border, left : right + 2 * border]
+        assert np.array_equal(view.window(tile), expected)
+
+
 @pytest.mark.parametrize("family", ["eccv16", "instance_norm"])
 def test_tiled_equals_untiled(family, engine, eccv16_model, instance_norm_model, photo):
     path = {"eccv16": eccv16_model, "instance_norm": instance_norm_model}[family]
