@@ -1,7 +1,7 @@
 """cvstyle benchmark: one markdown document with every figure issue 4 asks for.
 
     python benchmarks/bench.py            # full run (about 10 minutes on 2 cores)
-    python benchmarks/bench.py --quick    # fewer sizes and repeats, no 48 MP (about 2.5 minutes)
+    python benchmarks/bench.py --quick    # fewer sizes and repeats, no 48 or 100 MP (about 2.5 minutes)
     python benchmarks/bench.py --only 1,7 # some sections only
     python benchmarks/bench.py -o docs/benchmarks-run.md   # also write the document to a file
 
@@ -13,7 +13,7 @@ Sections:
  1. forward ms per frame, GMAC, achieved GFLOP/s and its ratio to numpy's float32 matmul;
  2. end-to-end ``cvstyle apply`` on a 1024x768 JPEG versus the forward (overhead %);
  3. a folder of 640x480 JPEGs: the project's batch versus forward-only and the seed recipe;
- 4. 12 MP and 48 MP through ``Stylizer.stylize`` (auto tiling), each in a subprocess: peak RSS;
+ 4. 12, 48 and 100 MP through ``Stylizer.stylize`` (auto tiling; instance_norm at 12 MP also with exact statistics), each in a subprocess: peak RSS;
  5. live FPS (``cvstyle.live.run`` on in-memory frames, no window);
  6. OpenCV DNN beside ONNX Runtime and PyTorch where they are installed;
  7. OpenCV DNN settings: speed and output difference of each against the project's default.
@@ -54,7 +54,7 @@ from cvstyle.torch7 import TorchObject
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 SIZES = ((320, 240), (640, 480), (1024, 768), (1920, 1080))
-LARGE = ((4000, 3000), (8000, 6000))  # 12 MP, 48 MP
+LARGE = ((4000, 3000), (8000, 6000), (12000, 8400))  # 12, 48 and 100.8 MP
 REFERENCE = (1024, 768)  # the size the end-to-end and per-megapixel figures refer to
 GREY_LIMIT = 1  # an output-preserving change moves no pixel by more than this
 
@@ -244,7 +244,7 @@ def machine_description(plan: Plan) -> str:
         ["OpenCV threads", f"cv2.getNumThreads() = {cv2.getNumThreads()} ({parallel}); OpenCL: "
          f"{'available' if cv2.ocl.haveOpenCL() else 'not available'}"],
         ["project", f"cvstyle at {commit}"],
-        ["mode", "QUICK (fewer sizes and repeats, no 48 MP): indicative only" if plan.quick else "full"],
+        ["mode", "QUICK (fewer sizes and repeats, no 48 or 100 MP): indicative only" if plan.quick else "full"],
         ["load average at start", " / ".join(f"{v:.2f}" for v in os.getloadavg())],
     ]
     return table(["", ""], rows)
@@ -486,7 +486,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child_large(model: str, width: int, height: int, repeat: int, engine: str) -> None:
+def child_large(model: str, width: int, height: int, repeat: int, engine: str, exact: bool) -> None:
     """Runs in a subprocess: stylize one synthetic photo, print JSON with time and peak RSS."""
     from cvstyle import tiling
     from cvstyle.stylizer import Stylizer
@@ -494,16 +494,16 @@ def child_large(model: str, width: int, height: int, repeat: int, engine: str) -
     stylizer = Stylizer(model, device="cpu", engine=engine)
     image = photo((width, height))
     before = peak_rss_mib()
-    times = [timed(stylizer.stylize, image)[0] for _ in range(repeat)]
+    times = [timed(stylizer.stylize, image, exact_statistics=exact)[0] for _ in range(repeat)]
     peak = peak_rss_mib()
     tiles = len(tiling.plan_tiles(height, width)) if tiling.needs_tiling(image, "auto") else 0
     print(json.dumps({"seconds": times, "peak_mib": peak, "before_mib": before, "tiles": tiles,
                       "engine": stylizer.engine}))
 
 
-def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1) -> dict:
+def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1, exact: bool = False) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child-large", str(model),
-               str(size[0]), str(size[1]), str(repeat), engine]
+               str(size[0]), str(size[1]), str(repeat), engine, str(int(exact))]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     wall = time.perf_counter() - start
@@ -523,19 +523,23 @@ def section_large(plan: Plan, models: dict[str, Path], results: dict) -> str:
             reference_rate = statistics.median(reference["seconds"]) / (REFERENCE[0] * REFERENCE[1] / 1e6)
         forward_rate = (forward_seconds(results, plan.engine, family, path, REFERENCE)
                         / (REFERENCE[0] * REFERENCE[1] / 1e6))
-        for size in (REFERENCE, *plan.large_sizes):
+        cases = [(size, False) for size in (REFERENCE, *plan.large_sizes)]
+        if family == "instance_norm":
+            cases.insert(2, (plan.large_sizes[0], True))
+        for size, exact in cases:
             megapixels = size[0] * size[1] / 1e6
+            label = fmt_size(size) + (" exact statistics" if exact else "")
             if size != REFERENCE:
-                log(f"large {family} {fmt_size(size)}")
-            report = reference if size == REFERENCE else run_child(path, size, plan.engine)
+                log(f"large {family} {label}")
+            report = reference if size == REFERENCE else run_child(path, size, plan.engine, exact=exact)
             if "error" in report:
-                rows.append([family, "-", fmt_size(size), f"{megapixels:.1f}", "-",
+                rows.append([family, "-", label, f"{megapixels:.1f}", "-",
                              f"FAILED ({report['error']})", "-", "-", "-", "-"])
                 continue
             seconds = statistics.median(report["seconds"])
             rate = seconds / megapixels
             rows.append([
-                family, report["engine"], fmt_size(size), f"{megapixels:.1f}", report["tiles"] or "untiled",
+                family, report["engine"], label, f"{megapixels:.1f}", report["tiles"] or "untiled",
                 f"{seconds:.1f}", f"{rate:.2f}",
                 f"{rate / reference_rate:.2f}" if reference_rate else "-",
                 f"{rate / forward_rate:.2f}",
@@ -550,8 +554,9 @@ def section_large(plan: Plan, models: dict[str, Path], results: dict) -> str:
         "first pays network set-up); large rows are one call, set-up included. \"before\" is the "
         "peak RSS after loading the network and making the photo; the last-but-one column divides by "
         "the 1024x768 forward of the same engine. Goals: both complete, peak "
-        "RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure."
-        + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 MP skipped.")
+        "RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure. instance_norm is also run once with "
+        "`exact_statistics=True` (full-resolution normalisation statistics, layer by layer)."
+        + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 and 100 MP skipped.")
         + "\n\n" + table(header, rows)
     )
 
@@ -926,7 +931,7 @@ SECTIONS = {
     1: "Forward time per frame and achieved GFLOP/s",
     2: "End-to-end `cvstyle apply` versus forward",
     3: "Batch throughput",
-    4: "Large photos: 12 MP and 48 MP",
+    4: "Large photos: 12, 48 and 100 MP",
     5: "Live FPS",
     6: "OpenCV DNN, ONNX Runtime and PyTorch side by side",
     7: "OpenCV DNN settings (issue 4, item 2)",
@@ -935,19 +940,19 @@ SECTIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, no 48 MP")
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats, no 48 or 100 MP")
     parser.add_argument("--only", default="", help="comma-separated section numbers (default: all)")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
     parser.add_argument("--engine", default="auto", choices=("auto", "opencv", "onnxruntime"),
                         help="engine of the project's own paths (sections 2-5), as `cvstyle apply "
                         "--engine`; default auto, the project's default")
     parser.add_argument("-o", "--output", type=Path, help="also write the document to this file")
-    parser.add_argument("--child-large", nargs=5, metavar=("MODEL", "W", "H", "REPEAT", "ENGINE"),
+    parser.add_argument("--child-large", nargs=6, metavar=("MODEL", "W", "H", "REPEAT", "ENGINE", "EXACT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_large:
-        model, width, height, repeat, engine = args.child_large
-        child_large(model, int(width), int(height), int(repeat), engine)
+        model, width, height, repeat, engine, exact = args.child_large
+        child_large(model, int(width), int(height), int(repeat), engine, exact == "1")
         return 0
     plan = dataclasses.replace(QUICK if args.quick else FULL, engine=args.engine)
     wanted = [int(n) for n in args.only.split(",") if n.strip()] or list(SECTIONS)
