@@ -97,6 +97,10 @@ class OnnxRuntimeNet(StyleRunner):
         wanted = _provider_list(device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: no per-node placement chatter
+        # The memory pattern plans buffers for one input shape: with the shapes of photos
+        # and tiles changing it cost ~450 MB more at peak (eccv16 tiles) and was no faster
+        # at fixed sizes (benchmarks/bench.py, docs/benchmarks.md).
+        options.enable_mem_pattern = False
         try:
             self.session = ort.InferenceSession(_any_size(Path(model)), options, providers=wanted)
         except Exception as error:  # onnxruntime raises its own untyped exceptions

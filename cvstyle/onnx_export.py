@@ -316,12 +316,24 @@ def with_outputs(
     model: "onnx.ModelProto", tensors: list[str], replace: bool = False
 ) -> "onnx.ModelProto":
     """``model`` with the named intermediate ``tensors`` as outputs too, or with
-    ``replace`` instead of its own (a runtime then prunes what they do not need)."""
+    ``replace`` instead of its own: then only the nodes they need are kept (ONNX
+    Runtime would otherwise still run the whole graph)."""
     onnx = require_onnx()
     extended = type(model)()
     extended.CopyFrom(model)
     if replace:
         del extended.graph.output[:]
+        needed = set(tensors)
+        kept = []
+        for node in reversed(extended.graph.node):
+            if needed.intersection(node.output):
+                kept.append(node)
+                needed.update(node.input)
+        del extended.graph.node[:]
+        extended.graph.node.extend(reversed(kept))
+        initializers = [init for init in extended.graph.initializer if init.name in needed]
+        del extended.graph.initializer[:]
+        extended.graph.initializer.extend(initializers)
     # OpenCV's importer needs each output's type and rank; the sizes may stay unknown.
     extended.graph.output.extend(
         onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None] * 4)

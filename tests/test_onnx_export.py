@@ -131,6 +131,33 @@ def test_graph_has_dynamic_height_and_width(converted):
     assert model.opset_import[0].version == onnx_export.OPSET
 
 
+@pytest.mark.parametrize("replace", [False, True])
+def test_intermediate_tensors_as_outputs(converted, cat_bgr, replace):
+    """with_outputs exposes a normalisation's input; with replace, the graph is cut down
+    to the nodes that tensor needs, and the value is the same."""
+    import onnx
+
+    ort = pytest.importorskip("onnxruntime", reason=ORT_REASON)
+    model = onnx.load(str(converted["instance_norm"][1]))
+    norm_inputs = [n.input[0] for n in model.graph.node if n.op_type == "InstanceNormalization"]
+    second = norm_inputs[1]
+    extended = onnx_export.with_outputs(model, [second], replace=replace)
+    onnx.checker.check_model(extended)
+    session = ort.InferenceSession(extended.SerializeToString(), providers=["CPUExecutionProvider"])
+    blob = cv2.dnn.blobFromImage(_resized(cat_bgr, 64, 48), 1.0, None, VGG_MEAN_BGR)
+    outputs = session.run(None, {"input": blob})
+    full = ort.InferenceSession(
+        onnx_export.with_outputs(model, [second]).SerializeToString(), providers=["CPUExecutionProvider"]
+    ).run([second], {"input": blob})[0]
+    assert np.array_equal(outputs[-1], full)
+    if replace:
+        # Padding, two convolutions, one normalisation and one ReLU lead to it.
+        assert len(outputs) == 1 and len(extended.graph.node) <= 6
+        assert len(extended.graph.initializer) < len(model.graph.initializer) // 4
+    else:
+        assert len(outputs) == 2 and len(extended.graph.node) == len(model.graph.node)
+
+
 def _tree_with(module: TorchObject) -> TorchObject:
     return t7nn.sequential(t7nn.reflection_padding(1, 1, 1, 1), t7nn.sequential(t7nn.relu(), module))
 
