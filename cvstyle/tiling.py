@@ -52,7 +52,11 @@ if TYPE_CHECKING:
 
 # Above this many pixels a single forward risks OpenCV's crash or more than ~1.5 GiB.
 AUTO_TILE_PIXELS = 1920 * 1088
-MAX_TILE = 1024  # largest core side: one eccv16 window then peaks near 1.1 GiB
+MAX_TILE = 1024  # largest core side: one eccv16 window on ONNX Runtime then takes ~0.9 GiB
+# Above this many pixels the photo and its result take another 400 MB or more, so tiles
+# shrink to keep the peak under 1.5 GiB, at ~8 % more work (docs/benchmarks.md).
+HUGE_PIXELS = 64_000_000
+HUGE_IMAGE_TILE = 768
 MARGIN = 32  # context beyond the core: the reach of the convolutions' zero padding
 # Networks whose first layer is not a reflection padding run whole on each window,
 # which then also needs room for the padding the network adds itself.
@@ -117,6 +121,12 @@ def plan_tiles(height: int, width: int, max_core: int = MAX_TILE, margin: int = 
         for rows in plan_spans(height, max_core, margin)
         for cols in plan_spans(width, max_core, margin)
     ]
+
+
+def tile_size(height: int, width: int) -> int:
+    """The largest tile core side for an image of this size."""
+    # The constants are read when called, so that they can be tuned.
+    return HUGE_IMAGE_TILE if height * width > HUGE_PIXELS else MAX_TILE
 
 
 def needs_tiling(bgr: np.ndarray, mode: str) -> bool:
@@ -443,7 +453,7 @@ def stylize_large(
     """Stylize ``bgr`` tile by tile on the engine and device of ``network``, which runs
     the model at ``model_path``, freezing whole-image statistics where it needs them
     (``exact_statistics``: see :func:`image_statistics`)."""
-    max_core = max_core or MAX_TILE  # read when called, so that it can be tuned
+    max_core = max_core or tile_size(*bgr.shape[:2])
     path = Path(model_path)
     model = _rebuildable(network, path, margin)
     if model is None or (model.border == 0 and model.normalisations == 0):

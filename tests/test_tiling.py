@@ -176,3 +176,19 @@ def test_large_landscape_photo_in_bounded_memory(instance_norm_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     peak_kib = int(result.stdout.split()[-1])
     assert peak_kib < 1.5 * 1024**2
+
+
+def test_huge_photos_get_smaller_tiles(eccv16_model, photo, monkeypatch):
+    """Above HUGE_PIXELS the photo and its result crowd the memory budget: tiles shrink."""
+    assert tiling.tile_size(3000, 4000) == tiling.MAX_TILE
+    assert tiling.tile_size(8400, 12000) == tiling.HUGE_IMAGE_TILE < tiling.MAX_TILE
+    network = load_engine(eccv16_model, "opencv", "cpu")
+    planned = []
+    real_plan = tiling.plan_tiles
+    monkeypatch.setattr(tiling, "plan_tiles", lambda *args: planned.append(args[2]) or real_plan(*args))
+    monkeypatch.setattr(tiling, "HUGE_IMAGE_TILE", 128)
+    monkeypatch.setattr(tiling, "MAX_TILE", 256)
+    tiling.stylize_large(network, eccv16_model, photo)
+    monkeypatch.setattr(tiling, "HUGE_PIXELS", 100 * 100)
+    tiling.stylize_large(network, eccv16_model, photo)
+    assert planned == [256, 128]
