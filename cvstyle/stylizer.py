@@ -150,7 +150,7 @@ class Stylizer:
         ``tile`` is ``auto`` (overlapping tiles above about 2 megapixels, so any size works
         in bounded memory), ``on`` or ``off``. Tiled, instance_norm models normalise with
         statistics estimated on a 0.26-megapixel copy of the image; ``exact_statistics``
-        measures them at full resolution instead (equal to one untiled pass, about six
+        measures them at full resolution instead (equal to one untiled pass, six to seven
         times the work).
         Transparency of a BGRA input is kept as it is.
         """

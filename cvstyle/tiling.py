@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 AUTO_TILE_PIXELS = 1920 * 1088
 MAX_TILE = 1024  # largest core side: one eccv16 window on ONNX Runtime then takes ~0.9 GiB
 # Above this many pixels the photo and its result take another 400 MB or more, so tiles
-# shrink to keep the peak under 1.5 GiB, at ~8 % more work (docs/benchmarks.md).
+# shrink to keep the peak under 1.5 GiB (docs/benchmarks.md), at ~8 % more work: a 912 px
+# window per 768 px core against 1168 px per 1024 px.
 HUGE_PIXELS = 64_000_000
 HUGE_IMAGE_TILE = 768
 MARGIN = 32  # context beyond the core: the reach of the convolutions' zero padding

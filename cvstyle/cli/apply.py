@@ -42,7 +42,7 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option(
     "--exact-statistics", is_flag=True,
     help="Tiled instance_norm models: measure the normalisation statistics at full "
-    "resolution (equal to an untiled pass, about 6x the work) instead of on a 0.26 MP copy.",
+    "resolution (equal to an untiled pass, 6-7x the work) instead of on a 0.26 MP copy.",
 )
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
