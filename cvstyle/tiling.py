@@ -173,10 +173,12 @@ class _PaddedImage:
 
 def stylize_tiled(
     run: Callable[[np.ndarray], np.ndarray], bgr: np.ndarray,
-    max_core: int = MAX_TILE, margin: int = WHOLE_NETWORK_MARGIN,
+    max_core: int = MAX_TILE, margin: int = WHOLE_NETWORK_MARGIN, border: int = 0,
 ) -> np.ndarray:
-    """Apply ``run`` (BGR -> BGR of the same size, a whole network) window by window."""
-    padded = _PaddedImage(bgr, 0)
+    """Apply ``run`` window by window: a whole network (BGR -> BGR of the same size), or,
+    with ``border``, a network without its first padding, whose output is ``border``
+    pixels smaller on every side."""
+    padded = _PaddedImage(bgr, border)
     out = np.empty((*padded.inner, 3), np.uint8)
     for tile in plan_tiles(*padded.inner, max_core, margin):
         out[tile.core] = run(padded.window(tile))[tile.crop]
@@ -187,7 +189,7 @@ def stylize_tiled(
 
 
 def _root(model_path: str | os.PathLike) -> TorchObject:
-    inspect_model(model_path)  # one-line errors for anything that is not a usable model
+    """The network of a `.t7` file that :func:`inspect_model` has accepted."""
     checkpoint = torch7.load(model_path)
     return checkpoint["model"] if isinstance(checkpoint, dict) else checkpoint
 
@@ -319,11 +321,12 @@ def _rebuildable(network: StyleRunner, path: Path, margin: int) -> _Rebuildable 
     ONNX model without the onnx package, or a `.t7` that does not start with a padding)."""
     engine, device = network.engine, network.device
     if path.suffix == ".t7":
+        modules = inspect_model(path).modules  # one-line errors for unusable files
         root = _root(path)
         border = _leading_border(root)
         if border is None:
             return None
-        count = sum(name == "nn.InstanceNormalization" for name in inspect_model(path).modules)
+        count = modules.count("nn.InstanceNormalization")
         return _Rebuildable(
             lambda statistics, measure: _load_tree(
                 _without_padding(root, statistics), engine, device, measure
@@ -466,8 +469,4 @@ def stylize_large(
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         runner = _unfrozen_tile_network(path.resolve(), stamp, network.engine, network.device).runner
-    padded = _PaddedImage(bgr, model.border)
-    out = np.empty((*padded.inner, 3), np.uint8)
-    for tile in plan_tiles(*padded.inner, max_core, model.margin):
-        out[tile.core] = runner(padded.window(tile))[tile.crop]
-    return out[: bgr.shape[0], : bgr.shape[1]]
+    return stylize_tiled(runner, bgr, max_core, model.margin, model.border)
