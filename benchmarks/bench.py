@@ -6,7 +6,7 @@
     python benchmarks/bench.py -o docs/benchmarks-run.md   # also write the document to a file
 
 The document goes to stdout (progress to stderr). It runs on the architecture-faithful
-fixture networks of :mod:`cvstyle.fixtures` (the published checkpoints' layers and
+fixture networks of :mod:`cvstyle.testing` (the published checkpoints' layers and
 shapes, so the same work per frame), written to a temporary folder.
 
 Sections:
@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from cvstyle import torch7
-from cvstyle.fixtures import FAMILIES, write_fixture_model
+from cvstyle.testing import FAMILIES, write_fixture_model
 from cvstyle.modelinfo import load_network
 from cvstyle.runner import StyleNet
 from cvstyle.torch7 import TorchObject

@@ -23,7 +23,7 @@ import cv2
 
 from cvstyle import engines
 from cvstyle.errors import CvstyleError
-from cvstyle.fixtures import FAMILIES, write_fixture_model
+from cvstyle.testing import FAMILIES, write_fixture_model
 from cvstyle.runner import cuda_available
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.png"

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from cvstyle import Stylizer, live
-from cvstyle.fixtures import FAMILIES, write_fixture_model
+from cvstyle.testing import FAMILIES, write_fixture_model
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.png"
 CAMERA_FPS = 30.0

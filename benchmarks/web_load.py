@@ -29,7 +29,7 @@ import cv2
 import httpx
 import numpy as np
 
-from cvstyle.fixtures import write_fixture_model
+from cvstyle.testing import write_fixture_model
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "chelsea.png"  # 451 x 300
 MODEL = "local/load_fixture"

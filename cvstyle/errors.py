@@ -1,4 +1,13 @@
-"""Exceptions that the CLI turns into one-line messages and exit codes."""
+"""Exceptions that the CLI turns into one-line messages and exit codes, and the helpers
+that keep their messages to one short printable line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# A message quotes at most this much of anything it did not write itself (a file's
+# bytes, an engine's error): one short line, never a screenful of binary.
+MAX_QUOTE = 200
 
 
 class CvstyleError(Exception):
@@ -23,3 +32,22 @@ class DownloadError(CvstyleError):
     """A model that could not be fetched or did not verify."""
 
     exit_code = 4
+
+
+def quote(text: object, limit: int = MAX_QUOTE) -> str:
+    """``text`` as one printable line of at most ``limit`` characters."""
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def first_line(error: BaseException | str, default: str = "unknown error", last: bool = False) -> str:
+    """The first (or ``last``) non-empty line of an exception's message, quoted: what a
+    one-line report of a library's multi-line error shows."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return quote(lines[-1] if last else lines[0]) if lines else default
+
+
+def unknown_choice(what: str, value: object, choices: Iterable[str], prefix: str = "") -> CvstyleError:
+    """The error for a value that is not one of ``choices``: "unknown engine 'x': choose
+    one of auto, opencv, ...". ``prefix`` says where the value came from (``FILE:LINE: ``)."""
+    return CvstyleError(f"{prefix}unknown {what} {quote(repr(value))}: choose one of {', '.join(choices)}")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from . import onnx_export, t7nn, torch7
+from . import onnx_export, torch7_modules, torch7
 from .engines import load_engine
 from .modelinfo import inspect_model
 from .runner import SIZE_MULTIPLE, VGG, Preprocessing, StyleRunner, network_size
@@ -208,7 +208,7 @@ def _freeze(module: TorchObject, statistics: Iterator[tuple[np.ndarray, np.ndarr
     if module.class_name == "nn.InstanceNormalization":
         mean, var = next(statistics)
         fields = module.fields
-        return t7nn.batch_norm(mean, var, fields.get("weight"), fields.get("bias"), fields["eps"])
+        return torch7_modules.batch_norm(mean, var, fields.get("weight"), fields.get("bias"), fields["eps"])
     if not module.children:
         return module
     frozen = [_freeze(child, statistics) for child in module.children]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cvstyle import t7nn, torch7  # noqa: E402
+from cvstyle import torch7_modules, torch7  # noqa: E402
 from cvstyle.runner import VGG_MEAN_BGR  # noqa: E402
 
 OUTPUT = Path(__file__).resolve().parent.parent / "cvstyle" / "data" / "sketch.t7"
@@ -40,14 +40,14 @@ def gaussian(sigma: float) -> np.ndarray:
 
 def build() -> dict:
     # 1. Luminance 0..255 from the mean-subtracted input: the bias adds the mean back.
-    luma = t7nn.convolution(
+    luma = torch7_modules.convolution(
         LUMA_BGR.reshape(1, 3, 1, 1), np.array([LUMA_BGR @ np.array(VGG_MEAN_BGR)])
     )
     # 2. Three channels: two "dark side of an edge" responses (negated DoG at two
     #    scales, minus a threshold) and a blurred tone; ReLU keeps what is positive.
     fine, mid, broad = (gaussian(s) for s in SIGMAS)
     kernels = np.stack([-(fine - mid), -(mid - broad), fine])[:, None]
-    strokes = t7nn.convolution(kernels, np.array([-LINE_THRESHOLDS[0], -LINE_THRESHOLDS[1], 0.0]))
+    strokes = torch7_modules.convolution(kernels, np.array([-LINE_THRESHOLDS[0], -LINE_THRESHOLDS[1], 0.0]))
     # 3. Paper minus graphite minus shading, per output channel, minus the mean
     #    (the runner adds the mean back).
     weights = np.zeros((3, 3, 1, 1))
@@ -55,12 +55,12 @@ def build() -> dict:
     weights[:, 1, 0, 0] = -LINE_DARKNESS[1] * 255 / PAPER_BGR.max() * GRAPHITE_BGR
     weights[:, 2, 0, 0] = SHADING * PAPER_BGR / 255
     bias = PAPER_BGR * (1 - SHADING) - np.array(VGG_MEAN_BGR)
-    compose = t7nn.convolution(weights, bias)
-    model = t7nn.sequential(
+    compose = torch7_modules.convolution(weights, bias)
+    model = torch7_modules.sequential(
         luma,
-        t7nn.reflection_padding(RADIUS, RADIUS, RADIUS, RADIUS),
+        torch7_modules.reflection_padding(RADIUS, RADIUS, RADIUS, RADIUS),
         strokes,
-        t7nn.relu(),
+        torch7_modules.relu(),
         compose,
     )
     opt = {"arch": "builtin pencil sketch (hand-designed, untrained)", "preprocessing": "vgg"}

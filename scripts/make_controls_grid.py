@@ -1,6 +1,6 @@
 """Make docs/controls.jpg: one bundled sample under each artistic control.
 
-Uses the built-in sketch model and a fixture instance_norm network (cvstyle.fixtures,
+Uses the built-in sketch model and a fixture instance_norm network (cvstyle.testing,
 seeded random weights: an architecture stand-in, not a real style), since the
 pretrained models cannot be shipped.
 
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from cvstyle import Stylizer
-from cvstyle.fixtures import write_fixture_model
+from cvstyle.testing import write_fixture_model
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 300

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cvstyle.fixtures import write_fixture_model
+from cvstyle.testing import write_fixture_model
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 

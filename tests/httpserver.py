@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from cvstyle.fixtures import fixture_bytes
+from cvstyle.testing import fixture_bytes
 
 Responder = Callable[[BaseHTTPRequestHandler], None]
 

@@ -12,7 +12,7 @@ from conftest import needs_torch_importer
 from cvstyle import engines, onnx_export
 from cvstyle.engines import CPU, CUDA, TENSORRT, choose_engine, load_engine
 from cvstyle.errors import CvstyleError, ModelError
-from cvstyle.fixtures import write_fixture_model
+from cvstyle.testing import write_fixture_model
 from cvstyle.modelinfo import load_network
 from cvstyle.runner import Preprocessing, StyleNet
 

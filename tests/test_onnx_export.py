@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import reference_net
 from conftest import needs_torch_importer
-from cvstyle import onnx_export, t7nn, torch7
+from cvstyle import onnx_export, torch7_modules, torch7
 from cvstyle.cli import main
 from cvstyle.engines import OnnxRuntimeNet, load_engine
 from cvstyle.errors import ModelError
@@ -159,7 +159,7 @@ def test_intermediate_tensors_as_outputs(converted, cat_bgr, replace):
 
 
 def _tree_with(module: TorchObject) -> TorchObject:
-    return t7nn.sequential(t7nn.reflection_padding(1, 1, 1, 1), t7nn.sequential(t7nn.relu(), module))
+    return torch7_modules.sequential(torch7_modules.reflection_padding(1, 1, 1, 1), torch7_modules.sequential(torch7_modules.relu(), module))
 
 
 def every_module_checkpoint() -> dict:
@@ -169,7 +169,7 @@ def every_module_checkpoint() -> dict:
 
     def conv(n_in: int, n_out: int, stride: int = 1, pad: int = 0) -> TorchObject:
         weight = rng.normal(0, (n_in * 9) ** -0.5, (n_out, n_in, 3, 3))
-        return t7nn.convolution(weight, rng.normal(0, 0.1, n_out), stride, pad)
+        return torch7_modules.convolution(weight, rng.normal(0, 0.1, n_out), stride, pad)
 
     def affine(n: int) -> tuple[np.ndarray, np.ndarray]:
         return rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n)
@@ -177,16 +177,16 @@ def every_module_checkpoint() -> dict:
     mm = conv(3, 3, 1, 1)
     mm.class_name = "nn.SpatialConvolutionMM"
     mm.fields["weight"] = mm.fields["weight"].reshape(3, 27)
-    zero = t7nn.reflection_padding(1, 2, 0, 1)
+    zero = torch7_modules.reflection_padding(1, 2, 0, 1)
     zero.class_name = "nn.SpatialZeroPadding"
-    residual = t7nn.concat_table(t7nn.sequential(conv(4, 4), t7nn.instance_norm(*affine(4))), t7nn.shave_image(1))
-    model = t7nn.sequential(
-        t7nn.reflection_padding(2, 3, 1, 4), conv(3, 4, 2, 1),
-        t7nn.batch_norm(rng.normal(0, 0.1, 4), rng.uniform(0.5, 2, 4), *affine(4)), t7nn.relu(),
-        t7nn.sequential(residual, t7nn.cadd_table()),
-        t7nn.sequential(t7nn.concat_table(t7nn.identity(), conv(4, 4, 1, 1)), t7nn.cadd_table()),
-        t7nn.full_convolution(rng.normal(0, 0.3, (4, 3, 3, 3)), rng.normal(0, 0.1, 3), 2, 1, 1),
-        zero, mm, t7nn.tanh(), t7nn.mul_constant(2.5), t7nn.total_variation(1e-6),
+    residual = torch7_modules.concat_table(torch7_modules.sequential(conv(4, 4), torch7_modules.instance_norm(*affine(4))), torch7_modules.shave_image(1))
+    model = torch7_modules.sequential(
+        torch7_modules.reflection_padding(2, 3, 1, 4), conv(3, 4, 2, 1),
+        torch7_modules.batch_norm(rng.normal(0, 0.1, 4), rng.uniform(0.5, 2, 4), *affine(4)), torch7_modules.relu(),
+        torch7_modules.sequential(residual, torch7_modules.cadd_table()),
+        torch7_modules.sequential(torch7_modules.concat_table(torch7_modules.identity(), conv(4, 4, 1, 1)), torch7_modules.cadd_table()),
+        torch7_modules.full_convolution(rng.normal(0, 0.3, (4, 3, 3, 3)), rng.normal(0, 0.1, 3), 2, 1, 1),
+        zero, mm, torch7_modules.tanh(), torch7_modules.mul_constant(2.5), torch7_modules.total_variation(1e-6),
     )
     return {"model": model, "opt": {}}
 
@@ -237,18 +237,18 @@ def test_unknown_module_in_a_file(tmp_path):
 
 
 def test_inconsistent_fields_are_model_errors():
-    conv = t7nn.convolution(np.ones((4, 3, 3, 3)), np.zeros(4))
+    conv = torch7_modules.convolution(np.ones((4, 3, 3, 3)), np.zeros(4))
     conv.fields["kW"] = 5  # the weight no longer holds out*in*kH*kW numbers
     with pytest.raises(ModelError, match=r"nn\.SpatialConvolution at model\.2\.2: field 'weight'"):
         onnx_export.to_onnx(_tree_with(conv))
-    chained = t7nn.sequential(
-        t7nn.convolution(np.ones((4, 3, 3, 3)), np.zeros(4)),
-        t7nn.convolution(np.ones((4, 5, 3, 3)), np.zeros(4)),  # expects 5 channels, gets 4
+    chained = torch7_modules.sequential(
+        torch7_modules.convolution(np.ones((4, 3, 3, 3)), np.zeros(4)),
+        torch7_modules.convolution(np.ones((4, 5, 3, 3)), np.zeros(4)),  # expects 5 channels, gets 4
     )
     with pytest.raises(ModelError, match="converted graph is invalid"):
         onnx_export.to_onnx(chained)
     with pytest.raises(ModelError, match="table of tensors"):
-        onnx_export.to_onnx(t7nn.sequential(t7nn.concat_table(t7nn.identity(), t7nn.identity())))
+        onnx_export.to_onnx(torch7_modules.sequential(torch7_modules.concat_table(torch7_modules.identity(), torch7_modules.identity())))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cvstyle import torch7
-from cvstyle.fixtures import fixture_bytes
+from cvstyle.testing import fixture_bytes
 from cvstyle.modelinfo import inspect_model
 from cvstyle.torch7 import TorchObject, Torch7Error
 

@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API
 from cvstyle import stylizer  # noqa: E402
 from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
-from cvstyle.fixtures import write_fixture_model  # noqa: E402
+from cvstyle.testing import write_fixture_model  # noqa: E402
 from cvstyle.stylizer import load_model  # noqa: E402
 from cvstyle.web import create_app, default_models, file_model, running_server  # noqa: E402
 from cvstyle.web.app import JPEG_QUALITY  # noqa: E402

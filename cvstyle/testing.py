@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import t7nn, torch7
+from . import torch7, torch7_modules
 from .torch7 import TorchObject
 
 FAMILIES = ("eccv16", "instance_norm")
@@ -48,35 +48,35 @@ class _Builder:
         bias = self.rng.normal(0.0, 0.2, channels)
         self.energy = 0.5 * float(np.mean(weight**2 + bias**2))
         if self.instance:
-            return t7nn.instance_norm(weight, bias)
+            return torch7_modules.instance_norm(weight, bias)
         variance = self.pre_norm_energy * self.rng.uniform(0.5, 2.0, channels)
         mean = self.rng.normal(0.0, 0.1, channels) * np.sqrt(variance)
-        return t7nn.batch_norm(mean, variance, weight, bias)
+        return torch7_modules.batch_norm(mean, variance, weight, bias)
 
     def conv(self, n_in: int, n_out: int, kernel: int, stride: int, pad: int, gain=1.0):
         self.pre_norm_energy = self.energy * gain
         weight = self._weights((n_out, n_in, kernel, kernel), n_in * kernel * kernel, gain)
-        return t7nn.convolution(weight, self._bias(n_out), stride, pad)
+        return torch7_modules.convolution(weight, self._bias(n_out), stride, pad)
 
     def up(self, n_in: int, n_out: int) -> TorchObject:
         self.pre_norm_energy = self.energy
         # A stride-2 3x3 transposed convolution feeds each output from ~9/4 inputs per plane.
         weight = self._weights((n_in, n_out, 3, 3), n_in * 9 / 4)
-        return t7nn.full_convolution(weight, self._bias(n_out), stride=2, pad=1, adj=1)
+        return torch7_modules.full_convolution(weight, self._bias(n_out), stride=2, pad=1, adj=1)
 
     def residual(self, channels: int) -> TorchObject:
         energy = self.energy
-        block = t7nn.sequential(
-            self.conv(channels, channels, 3, 1, 0), self.norm(channels), t7nn.relu(),
+        block = torch7_modules.sequential(
+            self.conv(channels, channels, 3, 1, 0), self.norm(channels), torch7_modules.relu(),
             self.conv(channels, channels, 3, 1, 0), self.norm(channels),
         )
         self.energy += energy
-        return t7nn.sequential(
-            t7nn.concat_table(block, t7nn.shave_image(2)), t7nn.cadd_table()
+        return torch7_modules.sequential(
+            torch7_modules.concat_table(block, torch7_modules.shave_image(2)), torch7_modules.cadd_table()
         )
 
     def build(self, arch: str) -> TorchObject:
-        layers: list[TorchObject] = [t7nn.reflection_padding(BORDER, BORDER, BORDER, BORDER)]
+        layers: list[TorchObject] = [torch7_modules.reflection_padding(BORDER, BORDER, BORDER, BORDER)]
         specs = arch.split(",")
         channels = 3
         for position, spec in enumerate(specs):
@@ -101,9 +101,9 @@ class _Builder:
                 raise ValueError(f"unsupported layer spec {spec!r}")
             channels = width
             if not last:
-                layers += [self.norm(width), t7nn.relu()]
-        layers += [t7nn.tanh(), t7nn.mul_constant(TANH_CONSTANT), t7nn.total_variation(1e-6)]
-        return t7nn.sequential(*layers)
+                layers += [self.norm(width), torch7_modules.relu()]
+        layers += [torch7_modules.tanh(), torch7_modules.mul_constant(TANH_CONSTANT), torch7_modules.total_variation(1e-6)]
+        return torch7_modules.sequential(*layers)
 
 
 def build_checkpoint(family: str, seed: int = 0) -> dict:
