@@ -257,7 +257,7 @@ def section_forward(plan: Plan, models: dict[str, Path], peak: float, results: d
     rows = []
     for family, path in models.items():
         root = model_root(path)
-        network = StyleNet(load_network(path), "cpu")
+        network = load_runner(path, "opencv", "cpu")
         for size in plan.forward_sizes:
             log(f"forward {family} {fmt_size(size)}")
             blob = network.preprocess(photo(size))
@@ -296,10 +296,10 @@ def engine_name(engine: str, path: Path) -> str:
 def load_runner(path: Path, engine: str):
     """A freshly loaded network (StyleRunner) of ``path`` on ``engine``, on the CPU."""
     if engine_name(engine, path) == "opencv":
-        return StyleNet(load_network(path), "cpu")
-    from cvstyle.engines import load_engine
+        return load_runner(path, "opencv", "cpu")
+    from cvstyle.engines import load_runner
 
-    return load_engine(path, engine, "cpu")
+    return load_runner(path, engine, "cpu")
 
 
 def forward_seconds(results: dict, engine: str, family: str, path: Path, size: tuple[int, int],
@@ -361,7 +361,7 @@ def section_apply(plan: Plan, models: dict[str, Path], folder: Path, results: di
         arguments = [str(source), "-m", str(path), "-o", str(out), "--device", "cpu", *engine_option(plan)]
         cold = timed(cli_apply, arguments)[0]  # loads the network, first forward at this shape
         # The network apply used: the cached one.
-        network = stylizer_module.Stylizer(str(path), device="cpu", **engine_argument(plan)).networks[0]
+        network = stylizer_module.Stylizer(str(path), device="cpu", **engine_argument(plan)).runners[0]
         picture = read_image(source)
         blob = network.preprocess(picture.bgr)
         output = network.infer(blob)
@@ -619,7 +619,7 @@ def section_live(plan: Plan, models: dict[str, Path]) -> str:
             log(f"live {family} {fmt_size(size)}")
             base = photo(size)
             frames = [np.roll(base, 8 * i, axis=1) for i in range(plan.live_frames)]
-            network = stylizer.networks[0]
+            network = stylizer.runners[0]
             blobs = [network.preprocess(frame) for frame in frames]
             live_seconds, latencies, forward_seconds_total = 0.0, [], 0.0
             for _ in range(2):  # two rounds of live loop / forward-only loop, interleaved
@@ -734,12 +734,12 @@ def section_engines(plan: Plan, models: dict[str, Path], peak: float) -> str:
     names = ["opencv"]
     for family, path in models.items():
         runners: dict[str, Callable] = {}
-        network = StyleNet(load_network(path), "cpu")
+        network = load_runner(path, "opencv", "cpu")
         runners["opencv"] = network.infer
         if engines is not None:
             try:
                 start = time.perf_counter()
-                ort = engines.load_engine(path, "onnxruntime", "cpu")
+                ort = engines.load_runner(path, "onnxruntime", "cpu")
                 log(f"onnxruntime {family}: converted and loaded in {time.perf_counter() - start:.1f} s")
                 runners["onnxruntime"] = ort.infer
             except Exception as error:  # an engine that cannot run here is a note, not a failure
@@ -776,7 +776,7 @@ def section_engines(plan: Plan, models: dict[str, Path], peak: float) -> str:
     text = (
         f"Forward on the same prepared blob, engines interleaved frame by frame, median of "
         f"{plan.engine_repeat} after one warm-up (model conversion and loading excluded). ONNX "
-        "Runtime runs the project's ONNX conversion (`cvstyle.engines.load_engine(..., "
+        "Runtime runs the project's ONNX conversion (`cvstyle.engines.load_runner(..., "
         "'onnxruntime', 'cpu')`, default session options); PyTorch runs a direct port of the "
         "Torch7 tree (torch.nn.functional, inference_mode). Speed vs opencv > 1 means faster "
         f"than OpenCV. Threads: {', '.join(threads)}, ONNX Runtime its default.\n\n"
@@ -816,7 +816,7 @@ def section_settings(plan: Plan, models: dict[str, Path]) -> str:
     try:
         for family, path in models.items():
             log(f"settings {family} {fmt_size(size)}")
-            default = StyleNet(load_network(path), "cpu")
+            default = load_runner(path, "opencv", "cpu")
             blob = default.preprocess(image)
             candidates: dict[str, cv2.dnn.Net] = {
                 "enableFusion(True)": configured(path, fusion=True),
@@ -872,7 +872,7 @@ def section_settings(plan: Plan, models: dict[str, Path]) -> str:
             fused.forward()
             again = run_net(fused)
             grey_back = grey_diff(default.postprocess(again, *image.shape[:2]), base_image)
-            unfused = StyleNet(load_network(path), "cpu")
+            unfused = load_runner(path, "opencv", "cpu")
             fused.setInput(small)
             fused_small = fused.forward().copy()
             grey_small = grey_diff(default.postprocess(fused_small, other[1], other[0]),
@@ -891,7 +891,7 @@ def section_settings(plan: Plan, models: dict[str, Path]) -> str:
     # project used before (what switching to OpenCV's bought).
     cost_rows = []
     for family, path in models.items():
-        network = StyleNet(load_network(path), "cpu")
+        network = load_runner(path, "opencv", "cpu")
         for cost_size in sorted({size, REFERENCE}):
             picture = photo(cost_size)
             blob = network.preprocess(picture)

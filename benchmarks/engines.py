@@ -34,7 +34,7 @@ def configurations() -> list[tuple[str, str]]:
     pairs = [("opencv", "cpu"), ("onnxruntime", "cpu")]
     if cuda_available():
         pairs.append(("opencv", "cuda"))
-    providers = engines.onnxruntime_providers()
+    providers = ort_engine.available_providers()
     if engines.CUDA in providers:
         pairs.append(("onnxruntime", "cuda"))
     if engines.TENSORRT in providers:
@@ -57,7 +57,7 @@ def main() -> None:
             runners = {}
             for engine, device in pairs:
                 try:
-                    runners[engine, device] = engines.load_engine(model, engine, device)
+                    runners[engine, device] = engines.load_runner(model, engine, device)
                 except CvstyleError as error:
                     print(f"skipping {engine} on {device}: {error}")
             for width, height in sizes:
@@ -79,7 +79,7 @@ def main() -> None:
         cells = [f"{medians[pair]:.0f}" if pair in medians else "-" for pair in pairs]
         print(f"| {family} | {size} | {' | '.join(cells)} |")
     print(f"\nms per frame, median of {args.repeat}; cv2 {cv2.__version__}, "
-          f"onnxruntime providers: {', '.join(engines.onnxruntime_providers()) or 'none'}")
+          f"onnxruntime providers: {', '.join(ort_engine.available_providers()) or 'none'}")
 
 
 if __name__ == "__main__":

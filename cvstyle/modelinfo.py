@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import torch7
@@ -32,10 +31,6 @@ SUPPORTED_MODULES = frozenset(
     ).split()
 )
 CONTAINERS = frozenset({"nn.Sequential", "nn.ConcatTable"})
-OPENCV5_MESSAGE = (
-    "this OpenCV ({version}) has no Torch7 importer (OpenCV 5 removed "
-    "cv2.dnn.readNetFromTorch): install OpenCV 4 with  pip install 'opencv-python<5'"
-)
 
 
 @dataclass
@@ -89,12 +84,22 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     path = Path(path)
     try:
         checkpoint = torch7.load(path)
-        modules: list[TorchObject] = []
-        _walk(_root_module(checkpoint), modules)
     except torch7.Torch7Error as error:
         raise ModelError(f"{path}: {error}") from None
     except OSError as error:
         raise ModelError(f"{path}: cannot read the model ({error.strerror or error})") from None
+    return inspect_checkpoint(checkpoint, path)[0]
+
+
+def inspect_checkpoint(checkpoint: object, path: Path) -> tuple[ModelInfo, TorchObject]:
+    """Check a loaded `.t7` checkpoint (read from ``path``); return what it is and its
+    network. Raises :class:`ModelError` naming the file if it is unusable."""
+    try:
+        root = _root_module(checkpoint)
+        modules: list[TorchObject] = []
+        _walk(root, modules)
+    except torch7.Torch7Error as error:
+        raise ModelError(f"{path}: {error}") from None
     unsupported = sorted({m.class_name for m in modules} - SUPPORTED_MODULES)
     if unsupported:
         raise ModelError(f"{path}: module types OpenCV cannot run: {', '.join(unsupported)}")
@@ -112,7 +117,7 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
     )
     opt = checkpoint.get("opt") if isinstance(checkpoint, dict) else None
     arch = opt.get("arch") if isinstance(opt, dict) and isinstance(opt.get("arch"), str) else None
-    return ModelInfo(path, family, names, int(parameters), arch, path.stat().st_size)
+    return ModelInfo(path, family, names, int(parameters), arch, path.stat().st_size), root
 
 
 def describe(path: str | os.PathLike, input_format: str | None = None) -> str:
@@ -130,19 +135,6 @@ def model_family(path: str | os.PathLike) -> str:
         inspect_onnx(path)
         return "onnx"
     return inspect_model(path).family
-
-
-def load_network(path: str | os.PathLike) -> cv2.dnn.Net:
-    """Check ``path`` with the Torch7 reader, then load it with OpenCV's importer."""
-    if not hasattr(cv2.dnn, "readNetFromTorch"):
-        raise ModelError(OPENCV5_MESSAGE.format(version=cv2.__version__))
-    inspect_model(path)
-    try:
-        # evaluate=True: batch normalisation uses the stored running statistics.
-        return cv2.dnn.readNetFromTorch(os.fspath(path), True, True)
-    except cv2.error as error:
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise ModelError(f"{path}: OpenCV cannot load this model ({detail})") from None
 
 
 # ---------------------------------------------------------------- ONNX

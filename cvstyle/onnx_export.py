@@ -12,13 +12,13 @@ subtracted), with batch, height and width left dynamic.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from . import torch7
+from .files import write_atomically
 from .errors import CvstyleError, ModelError
 from .modelinfo import inspect_model
 from .torch7 import TorchObject
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-ONNX_MISSING = "converting to ONNX needs the onnx package: pip install 'cvstyle[onnx]'"
+ONNX_MISSING = "converting to ONNX needs the onnx package: pip install -e . (or pip install onnx)"
 
 Value = str | list[str]  # a tensor name, or the list of them that a ConcatTable produces
 
@@ -312,36 +312,6 @@ def to_onnx(checkpoint: object, name: str = "cvstyle") -> "onnx.ModelProto":
     return model
 
 
-def with_outputs(
-    model: "onnx.ModelProto", tensors: list[str], replace: bool = False
-) -> "onnx.ModelProto":
-    """``model`` with the named intermediate ``tensors`` as outputs too, or with
-    ``replace`` instead of its own: then only the nodes they need are kept (ONNX
-    Runtime would otherwise still run the whole graph)."""
-    onnx = require_onnx()
-    extended = type(model)()
-    extended.CopyFrom(model)
-    if replace:
-        del extended.graph.output[:]
-        needed = set(tensors)
-        kept = []
-        for node in reversed(extended.graph.node):
-            if needed.intersection(node.output):
-                kept.append(node)
-                needed.update(node.input)
-        del extended.graph.node[:]
-        extended.graph.node.extend(reversed(kept))
-        initializers = [init for init in extended.graph.initializer if init.name in needed]
-        del extended.graph.initializer[:]
-        extended.graph.initializer.extend(initializers)
-    # OpenCV's importer needs each output's type and rank; the sizes may stay unknown.
-    extended.graph.output.extend(
-        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None] * 4)
-        for name in tensors
-    )
-    return extended
-
-
 def model_proto(t7_path: str | os.PathLike) -> "onnx.ModelProto":
     """Check the `.t7` file at ``t7_path`` and return its ONNX model."""
     path = Path(t7_path)
@@ -352,25 +322,12 @@ def model_proto(t7_path: str | os.PathLike) -> "onnx.ModelProto":
         raise ModelError(f"{path}: {error}") from None
 
 
-def write_atomically(data: bytes, target: Path) -> None:
-    """Write ``data`` to ``target`` through a temporary file, so that readers never see a
-    half-written model and concurrent writers do not interleave."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def convert(t7_path: str | os.PathLike, onnx_path: str | os.PathLike) -> Path:
     """Convert the `.t7` model at ``t7_path`` to an ONNX file at ``onnx_path``; return it."""
     target = Path(onnx_path)
     data = model_proto(t7_path).SerializeToString()
     try:
-        write_atomically(data, target)
+        write_atomically(target, data)
     except OSError as error:
         raise CvstyleError(f"cannot write {target}: {error.strerror or error}") from None
     return target

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -12,10 +11,12 @@ import numpy as np
 
 from . import effects, presets, tiling
 from .errors import CvstyleError
-from .engines import load_engine
+from .engines import load_runner
+from .model import Model, open_model
 from .runner import Preprocessing, StyleRunner
 
 DEFAULT_MODEL = "sketch"  # the built-in model: works offline with nothing downloaded
+Progress = Callable[[int, int], None]
 ModelSpec = str | os.PathLike | Sequence[tuple[str | os.PathLike, float]]
 
 
@@ -42,20 +43,11 @@ def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
     return parts
 
 
-@functools.lru_cache(maxsize=16)
-def _cached_network(
-    path: Path, stamp: tuple[int, int], device: str, engine: str, preprocessing: Preprocessing
-) -> StyleRunner:
-    """One loaded network per (file version, device, engine, pre-processing), shared by
-    every Stylizer."""
-    return load_engine(path, engine, device, preprocessing)
-
-
 def load_model(
     model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto",
     input_format: str | Preprocessing | None = None,
-) -> tuple[Path, StyleRunner]:
-    """Resolve a catalogue name or path; return its file and its (cached) network.
+) -> tuple[Model, StyleRunner]:
+    """Resolve a catalogue name or path; return the open model and its (cached) runner.
 
     A catalogue model gets the pre-processing its line declares (``input=``), the
     built-in ``sketch`` fast-neural-style's ``vgg``, and a model file given by path
@@ -74,9 +66,8 @@ def load_model(
         preprocessing = input_format
     else:
         preprocessing = presets.preset(input_format)
-    path = path.resolve()
-    stat = path.stat()
-    return path, _cached_network(path, (stat.st_mtime_ns, stat.st_size), device, engine, preprocessing)
+    opened = open_model(path, preprocessing)
+    return opened, load_runner(opened, engine, device)
 
 
 class Stylizer:
@@ -112,23 +103,23 @@ class Stylizer:
             else [(name, float(weight)) for name, weight in model]
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
-        self.paths, self.networks = zip(
+        self.models, self.runners = zip(
             *(load_model(name, device, manifest, engine, input_format) for name, _ in parts)
         )
-        names = [_display_name(name) for name, _ in parts]
+        names = [model_display_name(name) for name, _ in parts]
         self.name = "+".join(names)
 
     @property
     def device(self) -> str:
-        return self.networks[0].device
+        return self.runners[0].device
 
     @property
     def preprocessing(self) -> Preprocessing:
-        return self.networks[0].preprocessing
+        return self.runners[0].preprocessing
 
     @property
     def engine(self) -> str:
-        return self.networks[0].engine
+        return self.runners[0].engine
 
     def stylize(
         self,
@@ -138,7 +129,10 @@ class Stylizer:
         preserve_colors: bool = False,
         strength: float = 1.0,
         tile: str = "auto",
-        exact_statistics: bool = False,
+        statistics: str = "estimate",
+        exact_statistics: bool | None = None,
+        tile_settings: tiling.TileSettings = tiling.DEFAULT_SETTINGS,
+        progress: Progress | None = None,
     ) -> np.ndarray:
         """Paint ``image`` (uint8 BGR; grayscale and BGRA are accepted too).
 
@@ -148,24 +142,27 @@ class Stylizer:
         ``preserve_colors`` keeps the photo's colours, taking the painting's luminance.
         ``strength`` (0..1) blends from the photo (0) to the full style (1).
         ``tile`` is ``auto`` (overlapping tiles above about 2 megapixels, so any size works
-        in bounded memory), ``on`` or ``off``. Tiled, instance_norm models normalise with
-        statistics estimated on a 0.26-megapixel copy of the image; ``exact_statistics``
-        measures them at full resolution instead (equal to one untiled pass, six to seven
-        times the work).
+        in bounded memory), ``on`` or ``off``; ``tile_settings`` sets tile sizes and margins.
+        Tiled, instance_norm models normalise with whole-image statistics: ``statistics``
+        ``exact`` (the default: equal to one untiled pass) or ``estimate`` (measured on a
+        0.26-megapixel copy); ``exact_statistics=True`` is the former spelling of exact.
+        ``progress(done, total)`` is told as the tiles of a large photo are painted.
         Transparency of a BGRA input is kept as it is.
         """
         check_options(median_filter, strength)
         bgr, alpha = _split_channels(image)
         if size:
             bgr = fit_longer_side(bgr, size)
-        tiled = tiling.needs_tiling(bgr, tile)
+        if exact_statistics is not None:
+            statistics = "exact" if exact_statistics else "estimate"
+        tiled = tiling.needs_tiling(bgr, tile, tile_settings)
         used = [i for i, weight in enumerate(self.weights) if weight > 0]
         painted = effects.mix(
             [
                 tiling.stylize_large(
-                    self.networks[i], self.paths[i], bgr, exact_statistics=exact_statistics
+                    self.runners[i], self.models[i], bgr, tile_settings, statistics, progress
                 )
-                if tiled else self.networks[i](bgr)
+                if tiled else self.runners[i](bgr)
                 for i in used
             ],
             [self.weights[i] for i in used],
@@ -182,7 +179,7 @@ class Stylizer:
         return np.dstack([painted, alpha])
 
 
-def _display_name(model: str | os.PathLike) -> str:
+def model_display_name(model: str | os.PathLike) -> str:
     """``candy``, ``eccv16/la_muse`` -> ``la_muse``, ``dir/mine.onnx`` -> ``mine``."""
     name = Path(os.fspath(model)).name
     stem, dot, suffix = name.rpartition(".")

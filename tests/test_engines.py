@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from conftest import needs_torch_importer
-from cvstyle import engines, onnx_export
-from cvstyle.engines import CPU, CUDA, TENSORRT, choose_engine, load_engine
+import cvstyle
+from cvstyle import engines, model, onnx_export
+from cvstyle.engines import choose_engine, load_runner
+from cvstyle.engines import onnxruntime as ort_engine
+from cvstyle.engines.onnxruntime import CPU, CUDA, TENSORRT
 from cvstyle.errors import CvstyleError, ModelError
+from cvstyle.runner import Preprocessing
 from cvstyle.testing import write_fixture_model
-from cvstyle.modelinfo import load_network
-from cvstyle.runner import Preprocessing, StyleNet
 
 ORT_REASON = "ONNX Runtime is not installed (cvstyle[onnx])"
 pytest.importorskip("onnx", reason="the converter needs the onnx package (cvstyle[onnx])")
@@ -53,19 +55,19 @@ def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     ],
 )
 def test_auto_engine(monkeypatch, providers, device, expected):
-    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: providers)
+    monkeypatch.setattr(ort_engine, "available_providers", lambda: providers)
     monkeypatch.setattr(engines, "cuda_available", lambda: False)
     assert choose_engine("auto", device, "style.t7") == expected
 
 
 def test_auto_prefers_opencv_cuda_over_onnxruntime_cpu(monkeypatch):
-    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: [CPU])
+    monkeypatch.setattr(ort_engine, "available_providers", lambda: [CPU])
     monkeypatch.setattr(engines, "cuda_available", lambda: True)
     assert choose_engine("auto", "auto", "style.t7") == "opencv"
 
 
 def test_auto_needs_the_converter_for_t7_only(monkeypatch):
-    monkeypatch.setattr(engines, "onnxruntime_providers", lambda: [CUDA, CPU])
+    monkeypatch.setattr(ort_engine, "available_providers", lambda: [CUDA, CPU])
     monkeypatch.setattr(engines.importlib.util, "find_spec", lambda name: None)
     assert choose_engine("auto", "auto", "style.t7") == "opencv"
     assert choose_engine("auto", "auto", "style.onnx") == "onnxruntime"
@@ -79,12 +81,12 @@ def test_explicit_and_unknown_engines():
 
 
 def test_provider_lists():
-    providers = engines._provider_list
+    providers = ort_engine.provider_list
     assert providers("cpu", [CUDA, CPU]) == [(CPU, {})]
     assert providers("auto", [CPU]) == [(CPU, {})]
     assert providers("auto", [TENSORRT, CUDA, CPU]) == [(CUDA, {}), (CPU, {})]
     assert providers("cuda-fp16", [TENSORRT, CUDA, CPU])[0] == (TENSORRT, {"trt_fp16_enable": True})
-    with pytest.raises(CvstyleError, match=r"cvstyle\[gpu\]"):
+    with pytest.raises(CvstyleError, match=r"pip install -e '\.\[gpu\]'"):
         providers("cuda", [CPU])
     with pytest.raises(CvstyleError, match="TensorRT"):
         providers("cuda-fp16", [CUDA, CPU])
@@ -100,9 +102,9 @@ def test_provider_lists():
 @needs_torch_importer
 def test_onnxruntime_engine_matches_opencv(model_copy, photo):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
-    runner = load_engine(model_copy, "onnxruntime", "cpu")
+    runner = load_runner(model_copy, "onnxruntime", "cpu")
     assert (runner.engine, runner.device, runner.providers) == ("onnxruntime", "cpu", [CPU])
-    expected = StyleNet(load_network(model_copy), "cpu")(photo)
+    expected = load_runner(model_copy, "opencv", "cpu")(photo)
     assert _max_diff(runner(photo), expected) <= 1
     for shape in [(1, 1, 3), (5, 2, 3)]:  # tiny inputs are padded like OpenCV's
         assert runner(np.full(shape, 90, np.uint8)).shape == shape
@@ -110,52 +112,53 @@ def test_onnxruntime_engine_matches_opencv(model_copy, photo):
 
 def test_onnxruntime_without_gpu_refuses_cuda(model_copy):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
-    if CUDA in engines.onnxruntime_providers():
+    if CUDA in ort_engine.available_providers():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(CvstyleError, match="device 'cuda' with onnxruntime"):
-        load_engine(model_copy, "onnxruntime", "cuda")
+        load_runner(model_copy, "onnxruntime", "cuda")
 
 
 def test_auto_engine_on_this_machine(model_copy):
-    runner = load_engine(model_copy)
+    runner = load_runner(model_copy)
     assert runner.engine == choose_engine("auto", "auto", model_copy)
     assert runner.device in ("cpu", "cuda")
 
 
 def test_conversion_is_cached_by_digest(model_copy, monkeypatch):
-    first = engines.cached_onnx(model_copy)
+    first = model.cached_onnx(model_copy)
     assert first.parent == model_copy.parent
     assert first.name.startswith("style.") and first.suffix == ".onnx"
     assert len(first.name.split(".")[1]) == 16
     monkeypatch.setattr(onnx_export, "model_proto", lambda path: pytest.fail("converted twice"))
-    assert engines.cached_onnx(model_copy) == first
+    assert model.cached_onnx(model_copy) == first
     monkeypatch.undo()
     write_fixture_model(model_copy, "instance_norm", seed=3)  # new weights, same name
-    assert engines.cached_onnx(model_copy) != first
+    assert model.cached_onnx(model_copy) != first
 
 
 def test_conversion_falls_back_to_the_user_cache(model_copy, tmp_path, monkeypatch):
     cache = tmp_path / "user-cache"
-    monkeypatch.setattr(engines.platformdirs, "user_cache_dir", lambda app: str(cache))
-    write = onnx_export.write_atomically
+    monkeypatch.setattr(model.platformdirs, "user_cache_dir", lambda app: str(cache))
+    write = model.write_atomically
 
-    def read_only_model_folder(data, target):
+    def read_only_model_folder(target, data):
         if target.parent == model_copy.parent:
             raise PermissionError(13, "Permission denied")
-        write(data, target)
+        write(target, data)
 
-    monkeypatch.setattr(onnx_export, "write_atomically", read_only_model_folder)
-    converted = engines.cached_onnx(model_copy)
+    monkeypatch.setattr(model, "write_atomically", read_only_model_folder)
+    converted = model.cached_onnx(model_copy)
     assert converted.parent == cache / "onnx" and converted.is_file()
 
 
 def test_opencv5_path_converts_and_reads_onnx(model_copy, photo, monkeypatch):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
-    expected = load_engine(model_copy, "onnxruntime", "cpu")(photo)
+    expected = load_runner(model_copy, "onnxruntime", "cpu")(photo)
     for stale in model_copy.parent.glob("style.*.onnx"):
         stale.unlink()
+    cvstyle.clear_network_cache()  # as a new process would start
     monkeypatch.delattr(cv2.dnn, "readNetFromTorch", raising=False)  # what OpenCV 5 looks like
-    runner = load_engine(model_copy, "opencv", "cpu")
+    runner = load_runner(model_copy, "opencv", "cpu")
     assert runner.engine == "opencv"
     assert list(model_copy.parent.glob("style.*.onnx"))
     assert _max_diff(runner(photo), expected) <= 1
@@ -165,8 +168,8 @@ def test_onnx_models_load_directly_with_their_preprocessing(model_copy, tmp_path
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     onnx_file = onnx_export.convert(model_copy, tmp_path / "rgb.onnx")
     rgb = Preprocessing(mean_bgr=(0.0, 0.0, 0.0), swap_rb=True)
-    by_ort = load_engine(onnx_file, "onnxruntime", "cpu", rgb)
-    by_cv2 = load_engine(onnx_file, "opencv", "cpu", rgb)
+    by_ort = load_runner(onnx_file, "onnxruntime", "cpu", rgb)
+    by_cv2 = load_runner(onnx_file, "opencv", "cpu", rgb)
     assert by_ort.preprocessing == by_cv2.preprocessing == rgb
     assert _max_diff(by_ort(photo), by_cv2(photo)) <= 1
 
@@ -176,8 +179,8 @@ def test_bad_onnx_files(tmp_path, engine):
     if engine == "onnxruntime":
         pytest.importorskip("onnxruntime", reason=ORT_REASON)
     with pytest.raises(ModelError, match="no such model file"):
-        load_engine(tmp_path / "missing.onnx", engine, "cpu")
+        load_runner(tmp_path / "missing.onnx", engine, "cpu")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"<html>not a model</html>")
-    with pytest.raises(ModelError, match="cannot load this model"):
-        load_engine(garbage, engine, "cpu")
+    with pytest.raises(ModelError, match="not an ONNX model|cannot load this model"):
+        load_runner(garbage, engine, "cpu")

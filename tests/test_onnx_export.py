@@ -21,10 +21,12 @@ import reference_net
 from conftest import needs_torch_importer
 from cvstyle import onnx_export, torch7_modules, torch7
 from cvstyle.cli import main
-from cvstyle.engines import OnnxRuntimeNet, load_engine
+from cvstyle import surgery
+from cvstyle.engines import load_runner
+from cvstyle.engines.opencv import read_torch
 from cvstyle.errors import ModelError
-from cvstyle.modelinfo import SUPPORTED_MODULES, load_network
-from cvstyle.runner import VGG_MEAN_BGR, StyleNet
+from cvstyle.modelinfo import SUPPORTED_MODULES
+from cvstyle.runner import VGG_MEAN_BGR
 from cvstyle.torch7 import TorchObject
 
 pytest.importorskip("onnx", reason="the converter needs the onnx package (cvstyle[onnx])")
@@ -66,8 +68,8 @@ def test_onnxruntime_matches_opencv_torch_importer(family_files, cat_bgr, height
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     t7, converted_onnx = family_files
     image = _resized(cat_bgr, height, width)
-    expected = StyleNet(load_network(t7), "cpu")(image)
-    result = OnnxRuntimeNet(converted_onnx, "cpu")(image)
+    expected = load_runner(t7, "opencv", "cpu")(image)
+    result = load_runner(converted_onnx, "onnxruntime", "cpu")(image)
     assert result.shape == image.shape and result.dtype == np.uint8
     assert _max_diff(result, expected) <= 1
 
@@ -78,8 +80,8 @@ def test_opencv_onnx_importer_matches_torch_importer(family_files, cat_bgr, heig
     # What OpenCV 5 runs; OpenCV 4's ONNX importer stands in for it here.
     t7, converted_onnx = family_files
     image = _resized(cat_bgr, height, width)
-    expected = StyleNet(load_network(t7), "cpu")(image)
-    result = load_engine(converted_onnx, "opencv", "cpu")(image)
+    expected = load_runner(t7, "opencv", "cpu")(image)
+    result = load_runner(converted_onnx, "opencv", "cpu")(image)
     assert _max_diff(result, expected) <= 1
 
 
@@ -90,9 +92,9 @@ def test_opencv_runs_the_converted_graph_like_onnxruntime(family_files, cat_bgr,
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     _, converted_onnx = family_files
     image = _resized(cat_bgr, height, width)
-    result = load_engine(converted_onnx, "opencv", "cpu")(image)
+    result = load_runner(converted_onnx, "opencv", "cpu")(image)
     assert result.shape == image.shape and result.dtype == np.uint8
-    assert _max_diff(result, OnnxRuntimeNet(converted_onnx, "cpu")(image)) <= 1
+    assert _max_diff(result, load_runner(converted_onnx, "onnxruntime", "cpu")(image)) <= 1
 
 
 def _unrounded(runner, image: np.ndarray) -> np.ndarray:
@@ -109,8 +111,8 @@ def test_converted_graph_matches_float64_reference(family_files, cat_bgr):
     expected = reference_net.stylize(torch7.load(t7)["model"], image)
     # Exact up to float32 rounding: the graph keeps the model's instance-norm eps,
     # where OpenCV's Torch importer uses 1e-9 (~0.02 grey levels off).
-    assert _max_diff(_unrounded(OnnxRuntimeNet(converted_onnx, "cpu"), image), expected) < 0.01
-    by_opencv = load_engine(converted_onnx, "opencv", "cpu")
+    assert _max_diff(_unrounded(load_runner(converted_onnx, "onnxruntime", "cpu"), image), expected) < 0.01
+    by_opencv = load_runner(converted_onnx, "opencv", "cpu")
     assert _max_diff(_unrounded(by_opencv, image), expected) < 0.05
 
 
@@ -118,8 +120,8 @@ def test_converted_graph_matches_float64_reference(family_files, cat_bgr):
 def test_builtin_sketch_model_converts(tmp_path, cat_bgr):
     out = onnx_export.convert(BUILTIN_SKETCH, tmp_path / "sketch.onnx")
     image = _resized(cat_bgr, 61, 47)
-    expected = StyleNet(load_network(BUILTIN_SKETCH), "cpu")(image)
-    assert _max_diff(load_engine(out, "opencv", "cpu")(image), expected) <= 1
+    expected = load_runner(BUILTIN_SKETCH, "opencv", "cpu")(image)
+    assert _max_diff(load_runner(out, "opencv", "cpu")(image), expected) <= 1
 
 
 def test_graph_has_dynamic_height_and_width(converted):
@@ -141,13 +143,13 @@ def test_intermediate_tensors_as_outputs(converted, cat_bgr, replace):
     model = onnx.load(str(converted["instance_norm"][1]))
     norm_inputs = [n.input[0] for n in model.graph.node if n.op_type == "InstanceNormalization"]
     second = norm_inputs[1]
-    extended = onnx_export.with_outputs(model, [second], replace=replace)
+    extended = surgery.with_outputs(model, [second], replace=replace)
     onnx.checker.check_model(extended)
     session = ort.InferenceSession(extended.SerializeToString(), providers=["CPUExecutionProvider"])
     blob = cv2.dnn.blobFromImage(_resized(cat_bgr, 64, 48), 1.0, None, VGG_MEAN_BGR)
     outputs = session.run(None, {"input": blob})
     full = ort.InferenceSession(
-        onnx_export.with_outputs(model, [second]).SerializeToString(), providers=["CPUExecutionProvider"]
+        surgery.with_outputs(model, [second]).SerializeToString(), providers=["CPUExecutionProvider"]
     ).run([second], {"input": blob})[0]
     assert np.array_equal(outputs[-1], full)
     if replace:
@@ -207,7 +209,7 @@ def test_every_module_type_matches_opencv(tmp_path):
     names = {m.class_name for m in _modules(torch7.load(path)["model"])}
     assert names == onnx_export.CONVERTIBLE_MODULES
     blob = np.random.default_rng(1).normal(0, 1, (1, 3, 13, 17)).astype(np.float32)
-    net = load_network(path)
+    net = read_torch(path)
     net.enableFusion(False)
     net.setInput(blob)
     expected = net.forward()

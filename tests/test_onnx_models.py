@@ -11,6 +11,7 @@ import pytest
 from httpserver import ModelServer, serve, sha256_digest, write_manifest
 
 import onnx_graphs
+import cvstyle
 from cvstyle import Stylizer, presets, stylizer
 from cvstyle.cli import main
 from cvstyle.errors import ModelError
@@ -83,9 +84,9 @@ def test_rgb01_scales_to_one(tmp_path, photo):
 def test_the_network_cache_keys_on_the_preprocessing(zero_first, photo):
     as_rgb = Stylizer(zero_first, engine="opencv", input_format="rgb255")
     as_vgg = Stylizer(zero_first, engine="opencv", input_format="vgg")
-    assert as_rgb.networks[0] is not as_vgg.networks[0]
+    assert as_rgb.runners[0] is not as_vgg.runners[0]
     assert as_rgb.preprocessing == presets.PRESETS["rgb255"] and as_vgg.preprocessing == presets.VGG
-    assert Stylizer(zero_first, engine="opencv", input_format="rgb255").networks[0] is as_rgb.networks[0]
+    assert Stylizer(zero_first, engine="opencv", input_format="rgb255").runners[0] is as_rgb.runners[0]
     assert not np.array_equal(as_rgb.stylize(photo), as_vgg.stylize(photo))
 
 
@@ -97,11 +98,11 @@ def test_unknown_input_format(zero_first):
 def test_input_format_is_for_files_given_by_path(zero_first, photo, monkeypatch):
     """The built-in sketch keeps vgg whatever input_format says."""
     loads = []
-    real = stylizer.load_engine
-    monkeypatch.setattr(stylizer, "load_engine", lambda *a: loads.append(a) or real(*a))
-    stylizer._cached_network.cache_clear()
+    real = stylizer.load_runner
+    monkeypatch.setattr(stylizer, "load_runner", lambda *a: loads.append(a) or real(*a))
+    cvstyle.clear_network_cache()
     mix = Stylizer([("sketch", 1.0), (zero_first, 0.0)], engine="opencv", input_format="rgb255")
-    assert [network.preprocessing for network in mix.networks] == [presets.VGG, presets.PRESETS["rgb255"]]
+    assert [network.preprocessing for network in mix.runners] == [presets.VGG, presets.PRESETS["rgb255"]]
     assert mix.name == "sketch+zero_first"
 
 

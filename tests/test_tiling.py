@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from cvstyle import presets, tiling
-from cvstyle.engines import load_engine
+from cvstyle.engines import load_runner
+from cvstyle.model import open_model
 from cvstyle.runner import pad_to_network
+from cvstyle.tiling import TileSettings
 
 
 
@@ -43,7 +45,7 @@ def test_tiles_cover_the_image_once_with_aligned_windows():
             assert span.window[1] - span.core[1] == (0 if span.last else 32)
     assert (covered == 1).all()
     # Cores are as equal as the stride allows: no sliver of a tile at the far edge.
-    sizes = {span.core[1] - span.core[0] for span in tiling.plan_spans(1001, 256)}
+    sizes = {span.core[1] - span.core[0] for span in tiling.plan_spans(1001, 256, 32)}
     assert sizes == {252, 248}
 
 
@@ -55,7 +57,7 @@ def test_windows_are_cut_from_the_image_as_the_network_pads_it(height, width, bo
     photo = np.random.default_rng(height).integers(0, 256, (height, width, 3), np.uint8)
     reflect = cv2.BORDER_REFLECT_101
     padded = cv2.copyMakeBorder(pad_to_network(photo), border, border, border, border, reflect)
-    view = tiling._PaddedImage(photo, border)
+    view = tiling.PaddedImage(photo, border)
     assert padded.shape[:2] == (view.inner[0] + 2 * border, view.inner[1] + 2 * border)
     for tile in tiling.plan_tiles(*view.inner, max_core=16, margin=8):
         (top, bottom), (left, right) = tile.rows.window, tile.cols.window
@@ -66,54 +68,54 @@ def test_windows_are_cut_from_the_image_as_the_network_pads_it(height, width, bo
 @pytest.mark.parametrize("family", ["eccv16", "instance_norm"])
 def test_tiled_equals_untiled(family, engine, eccv16_model, instance_norm_model, photo):
     path = {"eccv16": eccv16_model, "instance_norm": instance_norm_model}[family]
-    network = load_engine(path, engine, "cpu")
+    network = load_runner(path, engine, "cpu")
     whole = network(photo).astype(int)
-    tiled = tiling.stylize_large(network, path, photo, max_core=96).astype(int)
-    assert len(tiling.plan_tiles(*photo.shape[:2], max_core=96)) == 12
+    tiled = tiling.stylize_large(network, open_model(path), photo, TileSettings(max_tile=96)).astype(int)
+    assert len(tiling.plan_tiles(*photo.shape[:2], max_core=96, margin=32)) == 12
     assert tiled.shape == whole.shape
     assert np.abs(tiled - whole).max() <= 1
 
 
-def test_exact_statistics_match_the_untiled_pass(engine, instance_norm_model, photo, monkeypatch):
-    """Above STATISTICS_PIXELS the default statistics come from a scaled-down copy; the
-    exact mode measures them over the full-resolution tiles and matches one pass."""
-    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)
-    network = load_engine(instance_norm_model, engine, "cpu")
+def test_exact_statistics_match_the_untiled_pass(engine, instance_norm_model, photo):
+    """Above statistics_pixels the estimate comes from a scaled-down copy; the exact
+    mode (the default) measures the full-resolution image and matches one pass."""
+    settings = TileSettings(statistics_pixels=120 * 90, max_tile=128)
+    network = load_runner(instance_norm_model, engine, "cpu")
+    model = open_model(instance_norm_model)
     whole = network(photo).astype(int)
-    estimated = tiling.stylize_large(network, instance_norm_model, photo, max_core=128)
-    exact = tiling.stylize_large(
-        network, instance_norm_model, photo, max_core=128, exact_statistics=True
-    )
+    estimated = tiling.stylize_large(network, model, photo, settings, statistics="estimate")
+    exact = tiling.stylize_large(network, model, photo, settings)
     assert np.abs(exact.astype(int) - whole).max() <= 2
     # Not vacuous: on these random-weight networks the estimate is visibly off.
     assert np.abs(estimated.astype(int) - whole).mean() > 2
 
 
-def test_onnx_models_with_instance_norm_are_tiled_with_whole_image_statistics(engine, photo, tmp_path, monkeypatch):
+def test_onnx_models_with_instance_norm_are_tiled_with_whole_image_statistics(engine, photo, tmp_path):
     """A PyTorch-example-shaped ONNX model (reflection padding in every convolution,
     instance normalisation, upsampling): tiles run the whole graph with wide margins and
     its normalisations frozen to whole-image statistics."""
     onnx_graphs = pytest.importorskip("onnx_graphs")
     model = onnx_graphs.transformer_net(tmp_path / "net.onnx", seed=1, width=8, residuals=5)
-    network = load_engine(model, engine, "cpu", presets.preset("rgb255"))
+    network = load_runner(model, engine, "cpu", presets.preset("rgb255"))
     whole = network(photo).astype(int)
-    exact = tiling.stylize_large(network, model, photo, max_core=96).astype(int)
-    assert np.abs(exact - whole).max() <= 1  # the photo is below STATISTICS_PIXELS
-    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)
-    exact = tiling.stylize_large(network, model, photo, max_core=96, exact_statistics=True)
+    opened = open_model(model, presets.preset("rgb255"))
+    estimate = tiling.stylize_large(network, opened, photo, TileSettings(max_tile=96), "estimate").astype(int)
+    assert np.abs(estimate - whole).max() <= 1  # the photo is below statistics_pixels
+    settings = TileSettings(max_tile=96, statistics_pixels=120 * 90)
+    exact = tiling.stylize_large(network, opened, photo, settings)
     assert np.abs(exact.astype(int) - whole).max() <= 1
     # Each window normalised by itself would be far off.
-    per_window = tiling.stylize_tiled(network, photo, max_core=96).astype(int)
+    per_window = tiling.stylize_tiled(network, photo, 96, 64).astype(int)
     assert np.abs(per_window - whole).mean() > 5
 
 
-def test_no_seam_at_tile_borders(instance_norm_model, photo, monkeypatch):
-    monkeypatch.setattr(tiling, "STATISTICS_PIXELS", 120 * 90)  # estimated statistics
-    network = load_engine(instance_norm_model, "opencv", "cpu")
+def test_no_seam_at_tile_borders(instance_norm_model, photo):
+    network = load_runner(instance_norm_model, "opencv", "cpu")
     core = 96
-    tiled = tiling.stylize_large(network, instance_norm_model, photo, max_core=core)
+    settings = TileSettings(statistics_pixels=120 * 90, max_tile=core)
+    tiled = tiling.stylize_large(network, open_model(instance_norm_model), photo, settings, "estimate")
     steps = np.abs(np.diff(tiled.astype(int), axis=1)).max(axis=(0, 2))  # per column boundary
-    cores = [span.core[1] for span in tiling.plan_spans(photo.shape[1], core)][:-1]
+    cores = [span.core[1] for span in tiling.plan_spans(photo.shape[1], core, 32)][:-1]
     at_borders = steps[np.array(cores) - 1]
     elsewhere = np.delete(steps, np.array(cores) - 1)
     assert at_borders.max() <= elsewhere.max()
@@ -123,9 +125,10 @@ def test_no_seam_at_tile_borders(instance_norm_model, photo, monkeypatch):
 @pytest.mark.parametrize("margin", [0, 4])
 def test_too_small_margin_shows_a_seam(eccv16_model, photo, margin):
     """The equality above is not vacuous: without enough context tiles do differ."""
-    network = load_engine(eccv16_model, "opencv", "cpu")
+    network = load_runner(eccv16_model, "opencv", "cpu")
     whole = network(photo).astype(int)
-    tiled = tiling.stylize_large(network, eccv16_model, photo, max_core=96, margin=margin)
+    settings = TileSettings(max_tile=96, margin=margin)
+    tiled = tiling.stylize_large(network, open_model(eccv16_model), photo, settings)
     assert np.abs(tiled.astype(int) - whole).max() > 10
 
 
@@ -135,8 +138,8 @@ def test_networks_without_a_leading_padding_run_whole_on_each_window(photo):
         return cv2.GaussianBlur(bgr, (9, 9), 0)
 
     whole = blur(pad_to_network(photo))[: photo.shape[0], : photo.shape[1]]
-    assert np.array_equal(tiling.stylize_tiled(blur, photo, max_core=96), whole)
-    assert not np.array_equal(tiling.stylize_tiled(blur, photo, max_core=96, margin=0), whole)
+    assert np.array_equal(tiling.stylize_tiled(blur, photo, 96, TileSettings().whole_network_margin), whole)
+    assert not np.array_equal(tiling.stylize_tiled(blur, photo, 96, 0), whole)
 
 
 def test_auto_mode_thresholds():
@@ -178,17 +181,17 @@ def test_large_landscape_photo_in_bounded_memory(instance_norm_model, tmp_path):
     assert peak_kib < 1.5 * 1024**2
 
 
-def test_huge_photos_get_smaller_tiles(eccv16_model, photo, monkeypatch):
-    """Above HUGE_PIXELS the photo and its result crowd the memory budget: tiles shrink."""
-    assert tiling.tile_size(3000, 4000) == tiling.MAX_TILE
-    assert tiling.tile_size(8400, 12000) == tiling.HUGE_IMAGE_TILE < tiling.MAX_TILE
-    network = load_engine(eccv16_model, "opencv", "cpu")
-    planned = []
-    real_plan = tiling.plan_tiles
-    monkeypatch.setattr(tiling, "plan_tiles", lambda *args: planned.append(args[2]) or real_plan(*args))
-    monkeypatch.setattr(tiling, "HUGE_IMAGE_TILE", 128)
-    monkeypatch.setattr(tiling, "MAX_TILE", 256)
-    tiling.stylize_large(network, eccv16_model, photo)
-    monkeypatch.setattr(tiling, "HUGE_PIXELS", 100 * 100)
-    tiling.stylize_large(network, eccv16_model, photo)
-    assert planned == [256, 128]
+def test_huge_photos_get_smaller_tiles(eccv16_model, photo):
+    """Above huge_pixels the photo and its result crowd the memory budget: tiles shrink."""
+    defaults = TileSettings()
+    assert defaults.tile_size(3000, 4000) == defaults.max_tile
+    assert defaults.tile_size(8400, 12000) == defaults.huge_image_tile < defaults.max_tile
+    network = load_runner(eccv16_model, "opencv", "cpu")
+    model = open_model(eccv16_model)
+    tiles = []
+    settings = TileSettings(max_tile=256, huge_image_tile=128)
+    tiling.stylize_large(network, model, photo, settings, progress=lambda done, total: tiles.append(total))
+    huge = TileSettings(max_tile=256, huge_image_tile=128, huge_pixels=100 * 100)
+    tiling.stylize_large(network, model, photo, huge, progress=lambda done, total: tiles.append(total))
+    counts = sorted(set(tiles))
+    assert counts == [len(tiling.plan_tiles(252, 336, 256, 32)), len(tiling.plan_tiles(252, 336, 128, 32))]

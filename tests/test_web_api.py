@@ -292,9 +292,9 @@ def test_create_app_builds_stylizers_on_the_engine(store_home, tmp_path, monkeyp
         pytest.importorskip("onnx", reason="the .t7 is converted to ONNX with onnx (cvstyle[onnx])")
     path = write_fixture_model(tmp_path / f"engine_{uuid.uuid4().hex}.t7", "instance_norm", 7)
     engines_used = []
-    real_load = stylizer.load_engine
+    real_load = stylizer.load_runner
     monkeypatch.setattr(
-        stylizer, "load_engine", lambda p, e, *rest: engines_used.append(e) or real_load(p, e, *rest)
+        stylizer, "load_runner", lambda p, e, *rest: engines_used.append(e) or real_load(p, e, *rest)
     )
     app = create_app([file_model(path, "test/engine")], workers=1, queue_size=2, engine=engine)
     with caplog.at_level(logging.INFO, logger="cvstyle.web"):
@@ -331,8 +331,8 @@ def test_an_onnx_model_file_with_its_input_format(store_home, tmp_path):
 def test_each_network_is_loaded_once(store_home, tmp_path, monkeypatch):
     path = write_fixture_model(tmp_path / f"once_{uuid.uuid4().hex}.t7", "instance_norm", 7)
     loads = []
-    real_load = stylizer.load_engine
-    monkeypatch.setattr(stylizer, "load_engine", lambda p, *rest: loads.append(p) or real_load(p, *rest))
+    real_load = stylizer.load_runner
+    monkeypatch.setattr(stylizer, "load_runner", lambda p, *rest: loads.append(p) or real_load(p, *rest))
     app = create_app([file_model(path, "test/once")], workers=2, queue_size=2)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         with ThreadPoolExecutor(4) as clients:

@@ -7,7 +7,8 @@ from tqdm import tqdm
 
 from .. import batch
 from ..errors import CvstyleError
-from ..runner import DEVICES
+from ..engines import DEVICES
+from ..tiling import tile_settings
 from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
 from .options import echo_engines, engine_option, input_format_option
@@ -40,10 +41,15 @@ from .options import echo_engines, engine_option, input_format_option
     "memory bounded and avoids OpenCV's crash on large inputs.",
 )
 @click.option(
-    "--exact-statistics", is_flag=True,
-    help="Tiled instance_norm models: measure the normalisation statistics at full "
-    "resolution (equal to an untiled pass, 6-7x the work) instead of on a 0.26 MP copy.",
+    "--tile-size", type=click.IntRange(min=64), default=None,
+    help="Largest tile side in pixels, a multiple of 4 (default 1024; 768 above 64 MP).",
 )
+@click.option(
+    "--statistics", type=click.Choice(["exact", "estimate"]), default="estimate", show_default=True,
+    help="Tiled instance_norm models: exact whole-image normalisation statistics (the "
+    "network's own result), or estimated on a 0.26 MP copy (see README, Large photos).",
+)
+@click.option("--exact-statistics", is_flag=True, hidden=True, help="The former spelling of --statistics exact.")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
 @engine_option
@@ -53,8 +59,8 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
-    inputs, models, output, size, median_filter, preserve_colors, strength, tile, exact_statistics,
-    quality, device, engine, input_format, verbose, max_pixels, manifest, fetch,
+    inputs, models, output, size, median_filter, preserve_colors, strength, tile, tile_size,
+    statistics, exact_statistics, quality, device, engine, input_format, verbose, max_pixels, manifest, fetch,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
 
@@ -77,7 +83,8 @@ def apply_command(
     jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
     options = dict(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
-        tile=tile, exact_statistics=exact_statistics,
+        tile=tile, statistics="exact" if exact_statistics else statistics,
+        tile_settings=tile_settings(tile_size),
     )
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
 

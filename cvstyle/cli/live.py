@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from .. import live
 from ..errors import CvstyleError
-from ..runner import DEVICES
+from ..engines import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer
 from . import cli
 from .options import echo_engines, engine_option, input_format_option

@@ -7,7 +7,7 @@ import logging
 import click
 
 from ..errors import CvstyleError
-from ..runner import DEVICES
+from ..engines import DEVICES
 from . import cli
 from .options import engine_option, input_format_option
 

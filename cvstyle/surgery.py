@@ -1,0 +1,150 @@
+"""Operations on a style network's ONNX graph: the variants that engines, tiling and
+statistics run (free input size, chosen outputs, no leading padding, frozen
+normalisation statistics).
+
+Every function returns a new graph and leaves its argument as it was. ``onnx`` is
+imported lazily so that the rest of cvstyle works without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .onnx_export import require_onnx
+
+if TYPE_CHECKING:
+    import onnx
+
+INSTANCE_NORM = "InstanceNormalization"
+Statistics = list[tuple[np.ndarray, np.ndarray]]  # per normalisation: channel means, variances
+
+
+def copy(graph: "onnx.ModelProto") -> "onnx.ModelProto":
+    duplicate = type(graph)()
+    duplicate.CopyFrom(graph)
+    return duplicate
+
+
+def any_size(graph: "onnx.ModelProto") -> "onnx.ModelProto":
+    """``graph``, or where its input has a fixed height or width (as ``torch.onnx.export``
+    writes it unless given dynamic axes) a copy with both free, so that every engine
+    takes any image size."""
+    dims = graph.graph.input[0].type.tensor_type.shape.dim if graph.graph.input else []
+    if len(dims) != 4 or not any(dim.HasField("dim_value") for dim in dims[2:]):
+        return graph
+    free = copy(graph)
+    for value, suffix in [(free.graph.input[0], ""), *((out, "_out") for out in free.graph.output)]:
+        for dim, name in zip(value.type.tensor_type.shape.dim[2:], ("height", "width")):
+            dim.dim_param = name + suffix  # replaces the fixed dim_value
+    del free.graph.value_info[:]  # intermediate shapes worked out for the fixed size
+    return free
+
+
+def prune(graph: "onnx.ModelProto", outputs: Sequence[str]) -> "onnx.ModelProto":
+    """Only the nodes and initializers that ``outputs`` need (ONNX Runtime would
+    otherwise still run the whole graph)."""
+    pruned = copy(graph)
+    needed = set(outputs)
+    kept = []
+    for node in reversed(pruned.graph.node):
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del pruned.graph.node[:]
+    pruned.graph.node.extend(reversed(kept))
+    initializers = [init for init in pruned.graph.initializer if init.name in needed]
+    del pruned.graph.initializer[:]
+    pruned.graph.initializer.extend(initializers)
+    inputs = [value for value in pruned.graph.input if value.name in needed]
+    del pruned.graph.input[:]
+    pruned.graph.input.extend(inputs)
+    return pruned
+
+
+def with_outputs(
+    graph: "onnx.ModelProto", tensors: Sequence[str], replace: bool = False
+) -> "onnx.ModelProto":
+    """``graph`` with the named intermediate ``tensors`` as outputs too, or with
+    ``replace`` instead of its own (then pruned to what they need)."""
+    onnx = require_onnx()
+    extended = copy(graph)
+    if replace:
+        extended = prune(extended, tensors)
+        del extended.graph.output[:]
+    # OpenCV's importer needs each output's type and rank; the sizes may stay unknown.
+    extended.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None] * 4)
+        for name in tensors
+    )
+    return extended
+
+
+def normalisation_inputs(graph: "onnx.ModelProto", kinds: Sequence[str] = (INSTANCE_NORM,)) -> list[str]:
+    """The input tensor of each normalisation node of ``kinds``, in graph order."""
+    return [node.input[0] for node in graph.graph.node if node.op_type in kinds]
+
+
+def _constant(graph: "onnx.ModelProto", name: str) -> np.ndarray | None:
+    onnx = require_onnx()
+    for init in graph.graph.initializer:
+        if init.name == name:
+            return onnx.numpy_helper.to_array(init)
+    return None
+
+
+def leading_border(graph: "onnx.ModelProto") -> int | None:
+    """The padding of the graph's first node if it is an even reflection padding of
+    height and width only (the fast-neural-style checkpoints open with 40 pixels)."""
+    if not graph.graph.input or not graph.graph.node:
+        return None
+    first = graph.graph.node[0]
+    source = graph.graph.input[0].name
+    modes = [attr.s for attr in first.attribute if attr.name == "mode"]
+    if first.op_type != "Pad" or modes != [b"reflect"] or list(first.input[:1]) != [source]:
+        return None
+    if sum(source in node.input for node in graph.graph.node) != 1 or len(first.input) < 2:
+        return None
+    pads = _constant(graph, first.input[1])
+    if pads is None or pads.shape != (8,) or pads[[0, 1, 4, 5]].any():
+        return None
+    border = int(pads[2])
+    return border if border > 0 and all(int(p) == border for p in pads[[2, 3, 6, 7]]) else None
+
+
+def without_leading_pad(graph: "onnx.ModelProto") -> "onnx.ModelProto":
+    """``graph`` without its leading reflection padding (see :func:`leading_border`):
+    its input is then the already padded image."""
+    if leading_border(graph) is None:
+        raise ValueError("the graph does not open with an even reflection padding")
+    trimmed = copy(graph)
+    first = trimmed.graph.node[0]
+    padded, source = first.output[0], trimmed.graph.input[0].name
+    del trimmed.graph.node[0]
+    for node in trimmed.graph.node:
+        for index, name in enumerate(node.input):
+            if name == padded:
+                node.input[index] = source
+    return prune(trimmed, [value.name for value in trimmed.graph.output])
+
+
+def freeze_instance_norms(graph: "onnx.ModelProto", statistics: Statistics) -> "onnx.ModelProto":
+    """``graph`` with each InstanceNormalization (in graph order) turned into a batch
+    normalisation with the given whole-image statistics."""
+    onnx = require_onnx()
+    frozen = copy(graph)
+    values = iter(statistics)
+    for node in frozen.graph.node:
+        if node.op_type != INSTANCE_NORM:
+            continue
+        mean, var = next(values)
+        names = [f"{node.input[0]}_frozen_mean", f"{node.input[0]}_frozen_var"]
+        frozen.graph.initializer.extend(
+            onnx.numpy_helper.from_array(np.asarray(array, np.float32), name)
+            for array, name in zip((mean, var), names)
+        )
+        node.op_type = "BatchNormalization"
+        node.input.extend(names)
+    return frozen

@@ -1,0 +1,159 @@
+"""Stylize images of any size in overlapping tiles, with bounded memory.
+
+One forward pass over a large photo takes gigabytes (and crashes OpenCV's transposed
+convolution on some sizes), so large images are cut into tiles whose windows carry a
+margin of real context; only each tile's core is kept, so no blending is needed and no
+seam can form. Windows start on the network's stride grid (:mod:`.geometry`).
+
+fast-neural-style networks open with a reflection padding that their unpadded
+residual blocks shave off again. The image is padded once, as that first layer would
+pad it, and tiles run through the network without that layer: a margin then only has
+to cover the zero padding of the "same" convolutions.
+
+instance_norm networks normalise with statistics of the whole image. They are tiled
+with those statistics frozen into batch normalisations (:mod:`.statistics`), so every
+tile is normalised alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .. import surgery
+from ..engines import build_network, load_variant
+from ..errors import CvstyleError
+from ..model import Model
+from ..runner import SIZE_MULTIPLE, StyleRunner
+from ..surgery import Statistics
+from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
+from .statistics import map_geometry, measure
+
+__all__ = [
+    "TileSettings", "DEFAULT_SETTINGS", "tile_settings", "needs_tiling", "stylize_large", "stylize_tiled",
+    "plan_spans", "plan_tiles", "PaddedImage", "Span", "Tile", "image_statistics",
+]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How large photos are cut (README, Large photos)."""
+
+    auto_pixels: int = 1920 * 1088  # tile="auto" tiles above this many pixels
+    max_tile: int = 1024  # largest core side
+    huge_pixels: int = 64_000_000  # above this many pixels cores shrink to huge_image_tile,
+    huge_image_tile: int = 768  # leaving room for the photo and its result
+    margin: int = 32  # context beyond the core: the reach of the convolutions' zero padding
+    # Networks that do not open with a reflection padding run whole on each window,
+    # which then also needs room for the padding the network adds itself.
+    whole_network_margin: int = 64
+    statistics_pixels: int = 512 * 512  # the size of the copy statistics are estimated on
+
+    def tile_size(self, height: int, width: int) -> int:
+        """The largest tile core side for an image of this size."""
+        return self.huge_image_tile if height * width > self.huge_pixels else self.max_tile
+
+
+DEFAULT_SETTINGS = TileSettings()
+
+
+def tile_settings(tile_size: int | None) -> TileSettings:
+    """The default settings, with tiles of at most ``tile_size`` (a multiple of 4) if given."""
+    if tile_size is None:
+        return DEFAULT_SETTINGS
+    if tile_size % SIZE_MULTIPLE or tile_size < 64:
+        raise CvstyleError(f"tile size must be a multiple of {SIZE_MULTIPLE} and at least 64, not {tile_size}")
+    return TileSettings(max_tile=tile_size, huge_image_tile=min(tile_size, DEFAULT_SETTINGS.huge_image_tile))
+STATISTICS_MODES = ("exact", "estimate")
+
+
+def needs_tiling(bgr: np.ndarray, mode: str, settings: TileSettings = DEFAULT_SETTINGS) -> bool:
+    """``mode`` is ``auto`` (tile above ``settings.auto_pixels``), ``on`` or ``off``."""
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"tiling mode must be auto, on or off, not {mode!r}")
+    return mode == "on" or (mode == "auto" and bgr.shape[0] * bgr.shape[1] > settings.auto_pixels)
+
+
+def _unpadded(model: Model):
+    return surgery.without_leading_pad(model.graph)
+
+
+def _measuring(model: Model, runner: StyleRunner, border: int | None) -> StyleRunner:
+    """The network (without its padding where it has one) pruned to the inputs of its
+    instance normalisations, kept for the next photo."""
+    def graph():
+        base = _unpadded(model) if border else model.graph
+        return surgery.with_outputs(base, surgery.normalisation_inputs(base), replace=True)
+
+    return load_variant(model, runner.engine, runner.device, "normalisation-inputs", graph)
+
+
+def _frozen(model: Model, runner: StyleRunner, border: int | None, statistics: Statistics,
+            outputs: list[str] | None = None) -> StyleRunner:
+    base = _unpadded(model) if border else model.graph
+    graph = surgery.freeze_instance_norms(base, statistics)
+    if outputs:
+        graph = surgery.with_outputs(graph, outputs, replace=True)
+    return StyleRunner(build_network(graph, runner.engine, runner.device, model.name), model.preprocessing, model.name)
+
+
+def image_statistics(
+    model: Model, runner: StyleRunner, bgr: np.ndarray, exact: bool,
+    settings: TileSettings = DEFAULT_SETTINGS,
+) -> Statistics:
+    """Each instance normalisation's input statistics for ``bgr``: measured on a copy
+    scaled down to ``settings.statistics_pixels``, or with ``exact`` at full resolution
+    (one normalisation after the other, each pass running the layers before it)."""
+    border = surgery.leading_border(model.graph) or 0
+    measuring = _measuring(model, runner, border)
+    outputs = surgery.normalisation_inputs(_unpadded(model) if border else model.graph)
+    geometry = map_geometry(measuring, outputs)
+    scale = min(1.0, (settings.statistics_pixels / (bgr.shape[0] * bgr.shape[1])) ** 0.5)
+    small = bgr
+    if scale < 1.0:
+        size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+        small = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+    # One window over the whole (small) image with the network's own normalisations:
+    # exactly the untiled statistics of that image.
+    padded = PaddedImage(small, border)
+    whole = plan_tiles(*padded.inner, ceil_to(max(padded.inner), SIZE_MULTIPLE), settings.margin)
+    statistics = measure(measuring, outputs, geometry, padded, whole)
+    if scale == 1.0 or not exact:
+        return statistics
+    padded = PaddedImage(bgr, border)
+    margin = settings.margin if border else settings.whole_network_margin
+    tiles = plan_tiles(*padded.inner, settings.tile_size(*bgr.shape[:2]), margin)
+    for index in range(len(statistics)):
+        layer = slice(index, index + 1)
+        network = _frozen(model, runner, border, statistics, outputs[layer])
+        statistics[layer] = measure(network, outputs[layer], geometry[layer], padded, tiles)
+    return statistics
+
+
+def stylize_large(
+    runner: StyleRunner, model: Model, bgr: np.ndarray, settings: TileSettings = DEFAULT_SETTINGS,
+    statistics: str = "exact", progress: Progress | None = None,
+) -> np.ndarray:
+    """Stylize ``bgr`` tile by tile on the engine and device of ``runner``, which runs
+    ``model``, with whole-image normalisation statistics where the model needs them
+    (``statistics``: ``exact``, or ``estimate`` on a small copy)."""
+    if statistics not in STATISTICS_MODES:
+        raise ValueError(f"statistics must be one of {', '.join(STATISTICS_MODES)}, not {statistics!r}")
+    max_core = settings.tile_size(*bgr.shape[:2])
+    if importlib.util.find_spec("onnx") is None:  # no graph surgery: whole network per window
+        return stylize_tiled(runner, bgr, max_core, settings.whole_network_margin, progress=progress)
+    border = surgery.leading_border(model.graph)
+    margin = settings.margin if border else settings.whole_network_margin
+    if model.normalisations:
+        frozen = image_statistics(model, runner, bgr, statistics == "exact", settings)
+        tile_runner = _frozen(model, runner, border, frozen)
+    elif border:
+        tile_runner = load_variant(model, runner.engine, runner.device, "unpadded", lambda: _unpadded(model))
+    else:
+        tile_runner = runner
+    return stylize_tiled(tile_runner, bgr, max_core, margin, border or 0, progress)

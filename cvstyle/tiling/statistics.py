@@ -1,0 +1,100 @@
+"""Whole-image statistics of a network's instance normalisations, measured tile by tile.
+
+instance_norm networks normalise with the mean and variance of the whole image, which a
+tile does not see. These are summed over tiles in float64 from the normalisations'
+inputs, read as intermediate outputs of a pruned graph (:func:`cvstyle.surgery.with_outputs`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import cv2
+import numpy as np
+
+from ..runner import StyleRunner
+from ..surgery import Statistics
+from .geometry import PaddedImage, Span, Tile
+
+
+@dataclass(frozen=True)
+class MapGeometry:
+    """Where an activation map lies relative to the padded image: map index ``m`` is
+    padded-image pixel ``(m + offset) / scale``."""
+
+    scale: Fraction
+    offset: Fraction
+
+
+def activations(runner: StyleRunner, outputs: Sequence[str], bgr: np.ndarray) -> list[np.ndarray]:
+    """The named intermediate tensors of ``runner``'s network for ``bgr``."""
+    with runner.lock:
+        return list(runner.infer(runner.preprocess(bgr), list(outputs)))
+
+
+def map_geometry(runner: StyleRunner, outputs: Sequence[str]) -> list[MapGeometry]:
+    """The geometry of each named map, from probes at two input sizes (map sizes are
+    affine in the input size: strides and unpadded convolutions)."""
+    sizes = (96, 128)
+    probes = [activations(runner, outputs, np.zeros((size, size, 3), np.uint8)) for size in sizes]
+    geometry = []
+    for small, large in zip(*probes):
+        scale = Fraction(large.shape[2] - small.shape[2], sizes[1] - sizes[0])
+        geometry.append(MapGeometry(scale, (scale * sizes[0] - small.shape[2]) / 2))
+    return geometry
+
+
+def owned(span: Span, geometry: MapGeometry, border: int, length: int) -> slice:
+    """The map entries a tile contributes along one axis, in its window's map: those
+    over its core, and up to the map's ends for the tiles at the image's edges."""
+    scale, offset = geometry.scale, geometry.offset
+    whole = math.floor(scale * (length + 2 * border) - 2 * offset)
+    start = 0 if span.first else math.floor(scale * (span.core[0] + border) - offset)
+    stop = whole if span.last else math.floor(scale * (span.core[1] + border) - offset)
+    shift = math.floor(scale * span.window[0])
+    return slice(start - shift, stop - shift)
+
+
+class StatisticsSum:
+    """Per-channel sums and sums of squares of one map, accumulated in float64."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | float = 0.0
+        self.squares: np.ndarray | float = 0.0
+        self.count = 0
+
+    def add(self, planes: np.ndarray) -> None:
+        """Add a (channels, rows, cols) block."""
+        if planes.shape[1] == 0 or planes.shape[2] == 0:
+            return
+        # cv2.meanStdDev sums in double precision, much faster than a float64 NumPy copy.
+        moments = [cv2.meanStdDev(plane) for plane in planes]
+        mean, std = (np.array([moment[k].item() for moment in moments]) for k in (0, 1))
+        count = planes.shape[1] * planes.shape[2]
+        self.total = self.total + mean * count
+        self.squares = self.squares + (std**2 + mean**2) * count
+        self.count += count
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.total / self.count
+        return mean, np.maximum(self.squares / self.count - mean**2, 0.0)
+
+
+def measure(
+    runner: StyleRunner, outputs: Sequence[str], geometry: Sequence[MapGeometry],
+    padded: PaddedImage, tiles: Sequence[Tile],
+) -> Statistics:
+    """Mean and variance over the whole image of each named map of ``runner``."""
+    border = padded.border
+    height, width = padded.inner
+    sums = [StatisticsSum() for _ in geometry]
+    for tile in tiles:
+        maps = activations(runner, outputs, padded.window(tile))
+        for total, activation, where in zip(sums, maps, geometry):
+            rows = owned(tile.rows, where, border, height)
+            cols = owned(tile.cols, where, border, width)
+            total.add(activation[0][:, rows, cols])
+    return [total.result() for total in sums]
