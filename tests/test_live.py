@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -141,6 +142,40 @@ def test_ctrl_c_keeps_a_playable_file_with_the_frames_so_far(tmp_path, video, mo
     assert "stopped by Ctrl-C" in capsys.readouterr().err
 
 
+# ---------------------------------------------------------------- stylize_stream
+
+
+def test_stylize_stream_records_every_frame_headless(tmp_path, video):
+    """The public wiring behind ``cvstyle live``: a file in, every frame painted out."""
+    out = tmp_path / "out.avi"
+    progress = []
+    report = live.stylize_stream(
+        video, [FakeStylizer()], output=out, window=False,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert (report.frames, report.recorded, report.live, report.interrupted) == (12, out, False, False)
+    inputs, outputs = read_video(video), read_video(out)
+    assert len(outputs) == 12
+    for before, after in zip(inputs, outputs):
+        assert np.abs(after.astype(int) - (255 - before.astype(int))).mean() < 10  # inverted
+    assert progress == [(done, 12) for done in range(13)]  # 0 once open, then each frame
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file
+
+
+def test_stylize_stream_loads_model_names_and_stops_at_max_frames(tmp_path, video):
+    out = tmp_path / "out.mp4"
+    report = live.stylize_stream(str(video), ["sketch"], output=out, window=False, size=32, max_frames=5)
+    assert report.frames == 5 and report.recorded == out
+    frames = read_video(out)
+    assert len(frames) == 5 and frames[0].shape == (24, 32, 3)
+
+
+def test_stylize_stream_without_output_records_nothing(tmp_path, video):
+    report = live.stylize_stream(video, [FakeStylizer()], window=False)
+    assert report.frames == 12 and report.recorded is None
+    assert list(tmp_path.iterdir()) == [video]
+
+
 # ---------------------------------------------------------------- CLI errors
 
 
@@ -208,7 +243,7 @@ class VanishingCamera:
 
 
 def test_camera_lost_mid_stream_closes_the_recording(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(live.cv2, "VideoCapture", VanishingCamera)
+    monkeypatch.setattr(cv2, "VideoCapture", VanishingCamera)
     out = tmp_path / "cam.mp4"
     code = main(["live", "-s", "0", "--no-window", "-o", str(out)])
     assert code == 1
@@ -410,6 +445,16 @@ def test_keys_drive_the_loop(tmp_path, video, monkeypatch):
     (snapshot,) = tmp_path.glob("cvstyle-*.png")
     assert messages == [f"saved {snapshot.name}"]
     assert cv2.imread(str(snapshot)).shape == (HEIGHT, 2 * WIDTH, 3)
+
+
+def test_notices_go_to_the_log_not_stdout(tmp_path, video, monkeypatch, caplog, capsys):
+    monkeypatch.chdir(tmp_path)
+    window = ScriptedWindow(["s", "q"])
+    with caplog.at_level(logging.INFO, logger="cvstyle.live"), live.VideoFileSource(video) as source:
+        live.run(source, live.Painter([FakeStylizer()]), window=window)
+    (snapshot,) = tmp_path.glob("cvstyle-*.png")
+    assert [record.getMessage() for record in caplog.records] == [f"saved {snapshot.name}"]
+    assert capsys.readouterr().out == ""
 
 
 def test_pause_holds_the_frame_and_rerenders_on_changes(video):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import click
@@ -16,6 +15,26 @@ from . import cli
 from .options import echo_engines, engine_option, input_format_option
 
 _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
+
+
+class _FrameBar:
+    """A progress bar of frames on stderr, drawn once the source is open (so that an
+    error opening it stays the only line)."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+
+    def update(self, done: int, total: int | None) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=total, unit="frame", leave=False)
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self) -> _FrameBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
 
 
 @cli.command("live", epilog=f"\b\nKeys in the window:\n{_KEYS}")
@@ -68,50 +87,28 @@ def live_command(
         raise CvstyleError("no model given")
     if output is not None:
         live.check_video_path(output)  # before models load or a camera opens
-    with contextlib.ExitStack() as stack:
-        stylizers = [
-            Stylizer(name, device=device, manifest=manifest, engine=engine, input_format=input_format)
-            for name in names
-        ]
-        echo_engines(stylizers)  # once, before the loop: where each model runs
-        painter = live.Painter(stylizers, size)
-        frames = stack.enter_context(live.open_source(source))
-        recorder = None
-        if output is not None:
-            # A live source's recording is paced to play in real time (see VideoRecorder).
-            recorder = stack.enter_context(live.VideoRecorder(output, frames.fps, frames.live))
-        window = None if no_window else live.Window(f"cvstyle live - {', '.join(painter.names)}")
-        if window is not None:
-            stack.callback(window.close)
-        state = live.LiveState(
-            styles=len(names), preserve_colors=preserve_colors, strength=strength
+    stylizers = [
+        Stylizer(name, device=device, manifest=manifest, engine=engine, input_format=input_format)
+        for name in names
+    ]
+    echo_engines(stylizers)  # once, before the loop: where each model runs
+    with _FrameBar() as bar:
+        report = live.stylize_stream(
+            source, stylizers, output=output, window=not no_window, size=size,
+            preserve_colors=preserve_colors, strength=strength,
+            progress=bar.update if no_window else None, notify=tqdm.write,
         )
-        bar = stack.enter_context(
-            tqdm(total=frames.frame_count, unit="frame", disable=window is not None, leave=False)
-        )
-        try:
-            report = live.run(
-                frames, painter, state, window, recorder,
-                on_frame=lambda meter: bar.update(1),
-                notify=tqdm.write,
-            )
-        except CvstyleError as error:
-            if recorder is not None and recorder.frames:
-                # Still one line: the failure, and where the recording so far is kept
-                # (the ExitStack closes it on the way out).
-                error.args = (f"{error}; the recording so far is in {recorder.path}",)
-            raise
     summary = (
         f"{report.frames} frames, {report.fps:.1f} FPS, "
         f"mean latency {report.mean_latency * 1000:.0f} ms"
     )
     if report.dropped:
         summary += f", {report.dropped} camera frames dropped"
-    if recorder is not None:
-        summary += f"; wrote {recorder.path}" if recorder.frames else "; nothing recorded"
+    if output is not None:
+        summary += f"; wrote {report.recorded}" if report.recorded else "; nothing recorded"
     if report.interrupted:
         click.echo(f"cvstyle: stopped by Ctrl-C: {summary}", err=True)
         # Ctrl-C is how a camera session ends; for a file it cut the job short.
-        return 0 if frames.live else 130
+        return 0 if report.live else 130
     click.echo(summary, err=True)
     return 0

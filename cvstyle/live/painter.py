@@ -1,0 +1,63 @@
+"""The stylizing step of the live loop: one or more stylizers applied to each frame."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import CvstyleError
+from ..stylizer import fit_longer_side
+
+
+class StylizerLike(Protocol):
+    name: str
+
+    def stylize(
+        self, image: np.ndarray, *, preserve_colors: bool = False, strength: float = 1.0
+    ) -> np.ndarray: ...
+
+
+class Painter:
+    """One or more stylizers applied to each frame at the processing size.
+
+    ``size`` is the processing size's longer side (None: the frame's own size); the
+    frame is resized once here so that the original shown beside the styles matches.
+    """
+
+    def __init__(self, stylizers: Sequence[StylizerLike], size: int | None = None):
+        if not stylizers:
+            raise CvstyleError("live mode needs at least one model")
+        self.stylizers = list(stylizers)
+        self.size = size
+
+    @property
+    def names(self) -> list[str]:
+        return [stylizer.name for stylizer in self.stylizers]
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return fit_longer_side(image, self.size) if self.size else image
+
+    def paint(
+        self,
+        image: np.ndarray,
+        styles: Sequence[int] | None = None,
+        preserve_colors: bool = False,
+        strength: float = 1.0,
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The frame at the processing size, and its stylized versions (``styles``:
+        indexes of the stylizers to run, default all)."""
+        original = self.prepare(image)
+        chosen = range(len(self.stylizers)) if styles is None else styles
+        painted = [
+            self.stylizers[i].stylize(original, preserve_colors=preserve_colors, strength=strength)
+            for i in chosen
+        ]
+        return original, painted
+
+    def warm_up(self, frame_size: tuple[int, int]) -> None:
+        """One forward pass per style at the stream's size, so that loading and memory
+        allocation are not counted in the first frame's latency."""
+        width, height = frame_size
+        self.paint(np.zeros((height, width, 3), np.uint8))
