@@ -102,17 +102,21 @@ class StyleRunner:
 
     def infer(self, blob: np.ndarray, outputs: Sequence[str] | None = None):
         """The network's output for ``blob``, or the list of the named ``outputs``
-        (callers that share the runner hold :attr:`lock`). An engine's failure is one
+        (callers that share the runner hold :attr:`lock`)."""
+        results = self.run({INPUT: blob}, outputs)
+        return results if outputs else results[0]
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        """The network's named ``outputs`` for named inputs; an engine's failure is one
         :class:`ModelError` line."""
         try:
-            results = self.network.run({INPUT: blob}, outputs)
+            return self.network.run(feeds, outputs)
         except (CvstyleError, MemoryError, KeyboardInterrupt):
             raise
         except Exception as error:  # cv2.error, onnxruntime's and openvino's own types
             raise ModelError(
                 f"{self.name}: {self.engine} failed to run the model ({first_line(error)})"
             ) from None
-        return results if outputs else results[0]
 
     def postprocess(self, output: np.ndarray, height: int, width: int) -> np.ndarray:
         """Crop the padding, undo the pre-processing, clip and round to uint8 BGR."""

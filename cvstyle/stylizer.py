@@ -11,6 +11,7 @@ import numpy as np
 
 from . import effects, presets, tiling
 from .errors import CvstyleError
+from .memory import default_budget, parse_size
 from .engines import load_runner
 from .model import Model, open_model
 from .runner import Preprocessing, StyleRunner
@@ -129,10 +130,11 @@ class Stylizer:
         preserve_colors: bool = False,
         strength: float = 1.0,
         tile: str = "auto",
-        statistics: str = "estimate",
+        statistics: str = "exact",
         exact_statistics: bool | None = None,
         tile_settings: tiling.TileSettings = tiling.DEFAULT_SETTINGS,
         progress: Progress | None = None,
+        max_memory: int | str | None = None,
     ) -> np.ndarray:
         """Paint ``image`` (uint8 BGR; grayscale and BGRA are accepted too).
 
@@ -146,6 +148,9 @@ class Stylizer:
         Tiled, instance_norm models normalise with whole-image statistics: ``statistics``
         ``exact`` (the default: equal to one untiled pass) or ``estimate`` (measured on a
         0.26-megapixel copy); ``exact_statistics=True`` is the former spelling of exact.
+        ``max_memory`` (bytes, or a size such as ``"1.5G"``; default half the memory
+        available) bounds a large photo's run: an instance_norm photo that fits runs in one
+        pass, beyond it in stages with activations spilled to temporary files.
         ``progress(done, total)`` is told as the tiles of a large photo are painted.
         Transparency of a BGRA input is kept as it is.
         """
@@ -155,14 +160,16 @@ class Stylizer:
             bgr = fit_longer_side(bgr, size)
         if exact_statistics is not None:
             statistics = "exact" if exact_statistics else "estimate"
+        budget = parse_size(max_memory) if max_memory is not None else default_budget()
         tiled = tiling.needs_tiling(bgr, tile, tile_settings)
         used = [i for i, weight in enumerate(self.weights) if weight > 0]
         painted = effects.mix(
             [
-                tiling.stylize_large(
-                    self.runners[i], self.models[i], bgr, tile_settings, statistics, progress
+                self.runners[i](bgr)
+                if not tiled or (tile == "auto" and tiling.fits_one_pass(self.runners[i], self.models[i], bgr, budget))
+                else tiling.stylize_large(
+                    self.runners[i], self.models[i], bgr, tile_settings, statistics, progress, budget
                 )
-                if tiled else self.runners[i](bgr)
                 for i in used
             ],
             [self.weights[i] for i in used],

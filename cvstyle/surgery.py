@@ -9,6 +9,7 @@ imported lazily so that the rest of cvstyle works without it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -148,3 +149,89 @@ def freeze_instance_norms(graph: "onnx.ModelProto", statistics: Statistics) -> "
         node.op_type = "BatchNormalization"
         node.input.extend(names)
     return frozen
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """An InstanceNormalization node: ``source`` is its input, ``target`` its output."""
+
+    source: str
+    target: str
+    scale: np.ndarray
+    bias: np.ndarray
+    epsilon: float
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A part of a graph that needs no whole-image statistics besides those of the
+    normalisations it starts from. ``graph`` takes ``inputs`` (the graph's input, the
+    outputs of ``normalisations`` or tensors kept from earlier stages) and gives
+    ``outputs`` (tensors later stages or the caller need)."""
+
+    graph: "onnx.ModelProto"
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    normalisations: tuple[Normalisation, ...]
+
+
+def _normalisation(graph: "onnx.ModelProto", node) -> Normalisation:
+    epsilon = next((attr.f for attr in node.attribute if attr.name == "epsilon"), 1e-5)
+    scale, bias = (_constant(graph, name) for name in node.input[1:3])
+    if scale is None or bias is None:
+        raise ValueError(f"InstanceNormalization {node.name or node.output[0]} has non-constant parameters")
+    return Normalisation(node.input[0], node.output[0], scale.astype(np.float64), bias.astype(np.float64), epsilon)
+
+
+def split_stages(graph: "onnx.ModelProto") -> list[Stage]:
+    """Cut ``graph`` at its instance normalisations: stage ``k`` runs everything that
+    depends on the first ``k`` normalisations' statistics and no later ones. Run in
+    order over a whole image, each stage's normalisation statistics are known before it
+    starts; the normalisations themselves are left to the caller (per-channel affine
+    maps of the stored ``source`` tensors)."""
+    onnx = require_onnx()
+    constants = {init.name for init in graph.graph.initializer}
+    stage_of = {value.name: 0 for value in graph.graph.input}
+    members: list[list] = [[]]
+    norms: list[list[Normalisation]] = [[]]
+    for node in graph.graph.node:
+        level = max((stage_of[name] for name in node.input if name and name not in constants), default=0)
+        if node.op_type == INSTANCE_NORM:
+            level += 1
+        while len(members) <= level:
+            members.append([])
+            norms.append([])
+        if node.op_type == INSTANCE_NORM:
+            norms[level].append(_normalisation(graph, node))
+        else:
+            members[level].append(node)
+        for name in node.output:
+            stage_of[name] = level
+    final = {value.name for value in graph.graph.output}
+    consumed_later = {
+        name: max(level for level, nodes in enumerate(members) for node in nodes if name in node.input)
+        for level, nodes in enumerate(members) for node in nodes for name in node.input
+    }
+    for level, found in enumerate(norms):
+        for norm in found:
+            consumed_later[norm.source] = max(consumed_later.get(norm.source, 0), level)
+    stages = []
+    for level, nodes in enumerate(members):
+        produced = {name for node in nodes for name in node.output}
+        needed = {name for node in nodes for name in node.input if name and name not in constants}
+        inputs = tuple(sorted(needed - produced))
+        outputs = tuple(sorted(
+            name for name in produced if name in final or consumed_later.get(name, -1) > level
+        ))
+        initializers = [init for init in graph.graph.initializer
+                        if any(init.name in node.input for node in nodes)]
+        value = onnx.helper.make_tensor_value_info
+        sub = onnx.helper.make_graph(
+            nodes, f"stage{level}",
+            [value(name, onnx.TensorProto.FLOAT, [None] * 4) for name in inputs],
+            [value(name, onnx.TensorProto.FLOAT, [None] * 4) for name in outputs],
+            initializers,
+        )
+        model = onnx.helper.make_model(sub, opset_imports=graph.opset_import, ir_version=graph.ir_version)
+        stages.append(Stage(model, inputs, outputs, tuple(norms[level])))
+    return stages

@@ -45,7 +45,7 @@ from .options import echo_engines, engine_option, input_format_option
     help="Largest tile side in pixels, a multiple of 4 (default 1024; 768 above 64 MP).",
 )
 @click.option(
-    "--statistics", type=click.Choice(["exact", "estimate"]), default="estimate", show_default=True,
+    "--statistics", type=click.Choice(["exact", "estimate"]), default="exact", show_default=True,
     help="Tiled instance_norm models: exact whole-image normalisation statistics (the "
     "network's own result), or estimated on a 0.26 MP copy (see README, Large photos).",
 )

@@ -27,15 +27,17 @@ import numpy as np
 from .. import surgery
 from ..engines import build_network, load_variant
 from ..errors import CvstyleError
+from ..memory import default_budget, resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
 from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
+from .staged import staged_network, stylize_staged
 from .statistics import map_geometry, measure
 
 __all__ = [
     "TileSettings", "DEFAULT_SETTINGS", "tile_settings", "needs_tiling", "stylize_large", "stylize_tiled",
-    "plan_spans", "plan_tiles", "PaddedImage", "Span", "Tile", "image_statistics",
+    "plan_spans", "plan_tiles", "PaddedImage", "Span", "Tile", "image_statistics", "fits_one_pass",
 ]
 Progress = Callable[[int, int], None]
 
@@ -93,22 +95,17 @@ def _measuring(model: Model, runner: StyleRunner, border: int | None) -> StyleRu
     return load_variant(model, runner.engine, runner.device, "normalisation-inputs", graph)
 
 
-def _frozen(model: Model, runner: StyleRunner, border: int | None, statistics: Statistics,
-            outputs: list[str] | None = None) -> StyleRunner:
+def _frozen(model: Model, runner: StyleRunner, border: int | None, statistics: Statistics) -> StyleRunner:
     base = _unpadded(model) if border else model.graph
     graph = surgery.freeze_instance_norms(base, statistics)
-    if outputs:
-        graph = surgery.with_outputs(graph, outputs, replace=True)
     return StyleRunner(build_network(graph, runner.engine, runner.device, model.name), model.preprocessing, model.name)
 
 
 def image_statistics(
-    model: Model, runner: StyleRunner, bgr: np.ndarray, exact: bool,
-    settings: TileSettings = DEFAULT_SETTINGS,
+    model: Model, runner: StyleRunner, bgr: np.ndarray, settings: TileSettings = DEFAULT_SETTINGS,
 ) -> Statistics:
-    """Each instance normalisation's input statistics for ``bgr``: measured on a copy
-    scaled down to ``settings.statistics_pixels``, or with ``exact`` at full resolution
-    (one normalisation after the other, each pass running the layers before it)."""
+    """Each instance normalisation's input statistics for ``bgr``, measured on a copy
+    scaled down to ``settings.statistics_pixels`` (exact for smaller images)."""
     border = surgery.leading_border(model.graph) or 0
     measuring = _measuring(model, runner, border)
     outputs = surgery.normalisation_inputs(_unpadded(model) if border else model.graph)
@@ -122,26 +119,45 @@ def image_statistics(
     # exactly the untiled statistics of that image.
     padded = PaddedImage(small, border)
     whole = plan_tiles(*padded.inner, ceil_to(max(padded.inner), SIZE_MULTIPLE), settings.margin)
-    statistics = measure(measuring, outputs, geometry, padded, whole)
-    if scale == 1.0 or not exact:
-        return statistics
-    padded = PaddedImage(bgr, border)
-    margin = settings.margin if border else settings.whole_network_margin
-    tiles = plan_tiles(*padded.inner, settings.tile_size(*bgr.shape[:2]), margin)
-    for index in range(len(statistics)):
-        layer = slice(index, index + 1)
-        network = _frozen(model, runner, border, statistics, outputs[layer])
-        statistics[layer] = measure(network, outputs[layer], geometry[layer], padded, tiles)
-    return statistics
+    return measure(measuring, outputs, geometry, padded, whole)
+
+
+def fits_one_pass(runner: StyleRunner, model: Model, bgr: np.ndarray, budget: int) -> bool:
+    """Whether ``model`` (with instance normalisation) paints ``bgr`` in one pass within
+    ``budget`` bytes on ``runner``'s engine (OpenCV's transposed convolution crashes on
+    large inputs, so OpenCV always tiles)."""
+    if not model.normalisations or runner.engine == "opencv" or importlib.util.find_spec("onnx") is None:
+        return False
+    height, width = bgr.shape[:2]
+    return staged_network(model, runner).single_pass_bytes(height, width) <= budget
+
+
+MIN_STAGED_TILE = 128
+
+
+def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_core: int,
+                 margin: int, budget: int) -> tuple[int, int]:
+    """Tile core side and the RAM for whole-image activation maps within ``budget``
+    bytes: what the process already holds, the photo and its result come first, then
+    up to half the rest for one tile's work, then the maps."""
+    network = staged_network(model, runner)
+    free = max(0, budget - resident_memory() - 2 * bgr.nbytes)
+    core = largest_core
+    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border)) > free // 2:
+        core -= 64
+    work = network.window_bytes(core + 2 * (margin + network.border))
+    return core, max(0, free - work)
 
 
 def stylize_large(
     runner: StyleRunner, model: Model, bgr: np.ndarray, settings: TileSettings = DEFAULT_SETTINGS,
-    statistics: str = "exact", progress: Progress | None = None,
+    statistics: str = "exact", progress: Progress | None = None, max_memory: int | None = None,
 ) -> np.ndarray:
     """Stylize ``bgr`` tile by tile on the engine and device of ``runner``, which runs
-    ``model``, with whole-image normalisation statistics where the model needs them
-    (``statistics``: ``exact``, or ``estimate`` on a small copy)."""
+    ``model``, with whole-image normalisation statistics where the model needs them:
+    ``exact`` runs each stage of the network once over all tiles
+    (:mod:`.staged`, activations beyond ``max_memory`` bytes spilled to temporary files),
+    ``estimate`` freezes statistics measured on a small copy."""
     if statistics not in STATISTICS_MODES:
         raise ValueError(f"statistics must be one of {', '.join(STATISTICS_MODES)}, not {statistics!r}")
     max_core = settings.tile_size(*bgr.shape[:2])
@@ -149,8 +165,12 @@ def stylize_large(
         return stylize_tiled(runner, bgr, max_core, settings.whole_network_margin, progress=progress)
     border = surgery.leading_border(model.graph)
     margin = settings.margin if border else settings.whole_network_margin
+    if model.normalisations and statistics == "exact":
+        budget = max_memory or default_budget()
+        core, ram = _staged_plan(runner, model, bgr, max_core, margin, budget)
+        return stylize_staged(runner, model, bgr, core, margin, ram, progress)
     if model.normalisations:
-        frozen = image_statistics(model, runner, bgr, statistics == "exact", settings)
+        frozen = image_statistics(model, runner, bgr, settings)
         tile_runner = _frozen(model, runner, border, frozen)
     elif border:
         tile_runner = load_variant(model, runner.engine, runner.device, "unpadded", lambda: _unpadded(model))

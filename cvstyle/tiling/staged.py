@@ -1,0 +1,212 @@
+"""Exact tiled runs of networks with instance normalisation: every layer runs once.
+
+The graph is cut at its normalisations (:func:`cvstyle.surgery.split_stages`). Each
+stage runs over all tiles, writing the tensors later stages need into whole-image maps
+(:class:`.activations.ActivationStore`) and summing the statistics of the tensors that
+feed a normalisation; the next stage reads its windows (with their margins) from those
+maps and normalises them with the now complete whole-image statistics. The result is
+the network's own, as one untiled pass would give it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import surgery
+from ..engines import load_variant
+from ..model import Model
+from ..runner import StyleRunner
+from .activations import ActivationStore
+from .geometry import PaddedImage, Span, Tile, plan_tiles
+from .statistics import MapGeometry, StatisticsSum, map_geometry, owned
+
+Progress = Callable[[int, int], None]
+# Peak memory per pixel, in units of the largest activation map per pixel: one untiled
+# pass, and one window of a staged run (its inputs, outputs, normalised copies, the
+# engine's own buffers and the mapped rows of spilled maps); see docs/benchmarks.md.
+SINGLE_PASS_MAPS = 6
+STAGED_WINDOW_MAPS = 16
+
+
+@dataclass
+class StagedNetwork:
+    """A model cut into stages, loaded on one engine, with each kept tensor's geometry."""
+
+    border: int
+    stages: list[surgery.Stage]
+    runners: list[StyleRunner]
+    geometry: dict[str, MapGeometry]
+    channels: dict[str, int]
+    last_use: dict[str, int]  # the last stage reading each kept tensor
+    normalisations: dict[str, surgery.Normalisation]  # by the tensor each one gives
+
+    def largest_map(self) -> float:
+        """Bytes per image pixel of the largest activation map."""
+        return 4 * max(self.channels[name] * float(self.geometry[name].scale) ** 2 for name in self.channels)
+
+    def single_pass_bytes(self, height: int, width: int) -> int:
+        """About how much memory one untiled pass takes at this size."""
+        return int(SINGLE_PASS_MAPS * self.largest_map() * height * width)
+
+    def window_bytes(self, side: int) -> int:
+        """About how much memory a staged run takes for one square window of ``side``."""
+        return int(STAGED_WINDOW_MAPS * self.largest_map() * side * side)
+
+
+def _graph(model: Model, border: int):
+    return surgery.without_leading_pad(model.graph) if border else model.graph
+
+
+def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
+    """``model`` cut into stages on ``runner``'s engine and device (the networks are
+    cached with the model's own)."""
+    border = surgery.leading_border(model.graph) or 0
+    stages = surgery.split_stages(_graph(model, border))
+    kept = sorted({name for stage in stages for name in stage.outputs} - {_final_output(model, border)})
+    engine, device = runner.engine, runner.device
+    probe = load_variant(
+        model, engine, device, "stage-probe",
+        lambda: surgery.with_outputs(_graph(model, border), kept, replace=True),
+    )
+    geometry = dict(zip(kept, map_geometry(probe, kept)))
+    with probe.lock:
+        shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
+    channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
+    runners = [
+        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph)
+        for index, stage in enumerate(stages)
+    ]
+    sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
+    last_use: dict[str, int] = {}
+    for index, stage in enumerate(stages):
+        for name in stage.inputs:
+            last_use[sources.get(name, name)] = index
+    norms = {norm.target: norm for stage in stages for norm in stage.normalisations}
+    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms)
+
+
+def _final_output(model: Model, border: int) -> str:
+    return _graph(model, border).graph.output[0].name
+
+
+def _extent(geometry: MapGeometry, span: Span, border: int) -> slice:
+    """The whole-map entries a tile's window covers, as a run over that window sees them."""
+    start = math.floor(geometry.scale * span.window[0])
+    length = math.floor(geometry.scale * (span.window[1] - span.window[0] + 2 * border) - 2 * geometry.offset)
+    return slice(start, start + length)
+
+
+def _map_size(geometry: MapGeometry, length: int, border: int) -> int:
+    return math.floor(geometry.scale * (length + 2 * border) - 2 * geometry.offset)
+
+
+def _normalise(block: np.ndarray, norm: surgery.Normalisation, statistics: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    mean, var = statistics
+    gain = norm.scale / np.sqrt(var + norm.epsilon)
+    offset = norm.bias - mean * gain
+    block *= gain.astype(np.float32)[:, None, None]
+    block += offset.astype(np.float32)[:, None, None]
+    return block
+
+
+class _Run:
+    """One photo through a :class:`StagedNetwork`."""
+
+    def __init__(self, network: StagedNetwork, runner: StyleRunner, bgr: np.ndarray, tiles: list[Tile], store: ActivationStore):
+        self.network, self.runner, self.store, self.tiles = network, runner, store, tiles
+        self.padded = PaddedImage(bgr, network.border)
+        self.statistics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.result = np.empty((*self.padded.inner, 3), np.uint8)
+
+    def feed(self, stage: surgery.Stage, tile: Tile, name: str) -> np.ndarray:
+        norm = self.network.normalisations.get(name)
+        if norm is not None:
+            return _normalise(self.read(norm.source, tile), norm, self.statistics[norm.source])[None]
+        if name in self.network.geometry:
+            return self.read(name, tile)[None]
+        return self.runner.preprocess(self.padded.window(tile))  # the image itself
+
+    def read(self, name: str, tile: Tile) -> np.ndarray:
+        where, border = self.network.geometry[name], self.network.border
+        return self.store.read(name, _extent(where, tile.rows, border), _extent(where, tile.cols, border))
+
+    def keep(self, name: str, tile: Tile, output: np.ndarray, total: StatisticsSum | None) -> None:
+        where, border = self.network.geometry[name], self.network.border
+        height, width = self.padded.inner
+        rows, cols = owned(tile.rows, where, border, height), owned(tile.cols, where, border, width)
+        block = output[0][:, rows, cols]
+        top, left = _extent(where, tile.rows, border).start, _extent(where, tile.cols, border).start
+        self.store.write(name, slice(rows.start + top, rows.stop + top), slice(cols.start + left, cols.stop + left), block)
+        if total is not None:
+            total.add(block)
+
+    def stage(self, index: int, progress: Callable[[], None]) -> None:
+        stage, runner = self.network.stages[index], self.network.runners[index]
+        height, width = self.padded.inner
+        border = self.network.border
+        normalised = {norm.source for norm in self.network.normalisations.values()}
+        for name in stage.outputs:
+            if name in self.network.geometry:
+                where = self.network.geometry[name]
+                shape = (self.network.channels[name], _map_size(where, height, border), _map_size(where, width, border))
+                self.store.allocate(name, shape)
+        sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
+        for tile in self.tiles:
+            feeds = {name: self.feed(stage, tile, name) for name in stage.inputs}
+            with runner.lock:
+                outputs = runner.run(feeds, stage.outputs)
+            for name, output in zip(stage.outputs, outputs):
+                if name in self.network.geometry:
+                    self.keep(name, tile, output, sums.get(name))
+                else:
+                    picture = self.runner.postprocess(output, output.shape[2], output.shape[3])
+                    self.result[tile.core] = picture[tile.crop]
+            progress()
+        self.statistics.update((name, total.result()) for name, total in sums.items())
+        for name, last in self.network.last_use.items():
+            if last == index:
+                self.store.free(name)
+
+
+def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int) -> int:
+    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none)."""
+    border, live, peak = network.border, {}, 0
+    for index, stage in enumerate(network.stages):
+        for name in stage.outputs:
+            if name in network.geometry:
+                where = network.geometry[name]
+                live[name] = 4 * network.channels[name] * _map_size(where, height, border) * _map_size(where, width, border)
+        peak = max(peak, sum(live.values()))
+        for name, last in network.last_use.items():
+            if last == index:
+                live.pop(name, None)
+    return max(0, peak - ram_budget)
+
+
+def stylize_staged(
+    runner: StyleRunner, model: Model, bgr: np.ndarray, max_core: int, margin: int,
+    ram_budget: int, progress: Progress | None = None,
+) -> np.ndarray:
+    """``bgr`` through ``model`` tile by tile and stage by stage, equal to one untiled
+    pass; activations beyond ``ram_budget`` bytes go to temporary files."""
+    network = staged_network(model, runner)
+    inner = PaddedImage(bgr, network.border).inner
+    tiles = plan_tiles(*inner, max_core, margin)
+    total = len(tiles) * len(network.stages)
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total)
+
+    disk = disk_needed(network, *inner, ram_budget)
+    with ActivationStore(ram_budget, disk) as store:
+        run = _Run(network, runner, bgr, tiles, store)
+        for index in range(len(network.stages)):
+            run.stage(index, step)
+    return run.result[: bgr.shape[0], : bgr.shape[1]]
