@@ -8,6 +8,7 @@ from tqdm import tqdm
 from .. import batch
 from ..errors import CvstyleError
 from ..engines import DEVICES
+from ..memory import parse_size
 from ..tiling import tile_settings
 from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
@@ -50,6 +51,12 @@ from .options import echo_engines, engine_option, input_format_option
     "network's own result), or estimated on a 0.26 MP copy (see README, Large photos).",
 )
 @click.option("--exact-statistics", is_flag=True, hidden=True, help="The former spelling of --statistics exact.")
+@click.option(
+    "--max-memory", default=None, metavar="SIZE",
+    help="Memory a large photo may use, such as 1.5G or 800M (default: half the memory "
+    "available); beyond it exact statistics keep activations in temporary files "
+    "($CVSTYLE_TMP or the system's temporary folder).",
+)
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
 @engine_option
@@ -60,7 +67,7 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, tile_size,
-    statistics, exact_statistics, quality, device, engine, input_format, verbose, max_pixels, manifest, fetch,
+    statistics, exact_statistics, max_memory, quality, device, engine, input_format, verbose, max_pixels, manifest, fetch,
 ):
     """Stylize INPUTS (image files, directories or glob patterns).
 
@@ -85,6 +92,7 @@ def apply_command(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
         tile=tile, statistics="exact" if exact_statistics else statistics,
         tile_settings=tile_settings(tile_size),
+        max_memory=parse_size(max_memory) if max_memory else None,
     )
     with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
 

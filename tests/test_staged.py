@@ -1,0 +1,113 @@
+"""Exact tiled runs (issue 14): each stage once over all tiles, activations spilled to
+files beyond the memory budget, cleaned up whatever happens."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from cvstyle import surgery, tiling
+from cvstyle.cli import main
+from cvstyle.engines import load_runner
+from cvstyle.errors import CvstyleError
+from cvstyle.memory import parse_size
+from cvstyle.model import open_model
+from cvstyle.tiling import TileSettings, activations, staged
+
+SMALL_TILES = TileSettings(max_tile=96)
+
+
+@pytest.fixture(scope="module")
+def photo(cat_bgr) -> np.ndarray:
+    return cv2.resize(cat_bgr, (301, 203), interpolation=cv2.INTER_AREA)  # odd sizes
+
+
+@pytest.fixture
+def spill_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "spill"
+    folder.mkdir()
+    monkeypatch.setenv(activations.TEMP_VARIABLE, str(folder))
+    return folder
+
+
+def test_stages_cut_the_graph_at_each_normalisation(instance_norm_model):
+    graph = surgery.without_leading_pad(open_model(instance_norm_model).graph)
+    stages = surgery.split_stages(graph)
+    norms = surgery.normalisation_inputs(graph)
+    assert len(stages) == len(norms) + 1
+    assert [norm.source for stage in stages for norm in stage.normalisations] == norms
+    # Residual blocks keep their shaved input for the addition two stages on.
+    kept = {name for stage in stages for name in stage.outputs}
+    assert any(node.op_type == "Slice" and node.output[0] in kept for node in graph.graph.node)
+
+
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_spilled_run_equals_one_pass_and_leaves_no_files(engine, instance_norm_model, photo, spill_folder):
+    runner = load_runner(instance_norm_model, engine, "cpu")
+    whole = runner(photo).astype(int)
+    calls = []
+    spilled = tiling.stylize_large(
+        runner, open_model(instance_norm_model), photo, SMALL_TILES, max_memory=1,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert np.abs(spilled.astype(int) - whole).max() <= 1
+    assert calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
+    assert not list(spill_folder.iterdir())
+
+
+class Interrupted(KeyboardInterrupt):
+    pass
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("engine broke"), Interrupted()])
+def test_files_are_removed_after_an_error_or_an_interrupt(failure, instance_norm_model, photo, spill_folder, monkeypatch):
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    real_stage = staged._Run.stage
+    seen = []
+
+    def failing_stage(self, index, progress):
+        if index == 3:
+            seen.extend(spill_folder.rglob("*.f32"))
+            raise failure
+        return real_stage(self, index, progress)
+
+    monkeypatch.setattr(staged._Run, "stage", failing_stage)
+    with pytest.raises(type(failure)):
+        tiling.stylize_large(runner, open_model(instance_norm_model), photo, SMALL_TILES, max_memory=1)
+    assert seen  # the run had spilled before it failed
+    assert not list(spill_folder.iterdir())
+
+
+def test_not_enough_disk_is_one_line_and_no_output(workdir, instance_norm_model, photo, spill_folder, monkeypatch, capsys):
+    cv2.imwrite(str(workdir / "cat.png"), photo)
+    monkeypatch.setattr(activations.shutil, "disk_usage", lambda path: type("U", (), {"free": 1024})())
+    code = main(["apply", "-m", str(instance_norm_model), "cat.png", "--tile", "on",
+                 "--tile-size", "96", "--max-memory", "1", "-o", "out.png"])
+    err = capsys.readouterr().err.strip()
+    assert code == CvstyleError.exit_code and len(err.splitlines()) == 1
+    assert "temporary disk space" in err and str(spill_folder) in err
+    assert not (workdir / "out.png").exists()
+
+
+def test_the_budget_decides_between_one_pass_and_stages(instance_norm_model, photo, monkeypatch):
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    model = open_model(instance_norm_model)
+    assert tiling.fits_one_pass(runner, model, photo, 10**10)
+    assert not tiling.fits_one_pass(runner, model, photo, 10**6)
+    assert not tiling.fits_one_pass(load_runner(instance_norm_model, "opencv", "cpu"), model, photo, 10**10)
+
+
+def test_memory_sizes():
+    assert parse_size("1.5G") == int(1.5 * 1024**3) and parse_size("800M") == 800 * 1024**2
+    assert parse_size("2GiB") == 2 * 1024**3 and parse_size(12345) == 12345
+    for bad in ("lots", "-1G", "0", "1.5X"):
+        with pytest.raises(CvstyleError, match="memory size"):
+            parse_size(bad)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
+    return tmp_path
