@@ -24,16 +24,22 @@ def parse_size(size: int | float | str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
-def available_memory() -> int:
-    """Bytes of memory available to new work now (MemAvailable on Linux)."""
+def _proc_kib(path: str, key: str) -> int | None:
+    """A ``key: N kB`` line of a /proc file, in bytes (None where there is none)."""
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new work now (MemAvailable on Linux)."""
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def default_budget() -> int:
@@ -43,11 +49,4 @@ def default_budget() -> int:
 
 def resident_memory() -> int:
     """Bytes this process holds in RAM now (VmRSS on Linux; 0 where unknown)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib("/proc/self/status", "VmRSS") or 0

@@ -40,24 +40,12 @@ class Model:
 
     def __init__(self, key: ModelKey, tree: TorchObject | None, info: ModelInfo | OnnxInfo):
         self.key = key
+        self.path = key.path
+        self.name = str(key.path)  # what errors call it
+        self.preprocessing = key.preprocessing
         self.tree = tree
+        self.is_onnx = tree is None
         self.info = info
-
-    @property
-    def path(self) -> Path:
-        return self.key.path
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        return self.key.preprocessing
-
-    @property
-    def is_onnx(self) -> bool:
-        return self.tree is None
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
 
     @functools.cached_property
     def graph(self) -> "onnx.ModelProto":
