@@ -19,7 +19,7 @@ from .errors import CvstyleError, ModelError
 from .files import FileStamp, file_stamp, write_atomically
 from .modelinfo import ModelInfo, OnnxInfo, inspect_checkpoint, inspect_onnx, is_onnx
 from .runner import VGG, Preprocessing
-from .torch7 import TorchObject, load as load_torch7
+from .torch7 import Torch7Error, TorchObject, load as load_torch7
 
 if TYPE_CHECKING:
     import onnx
@@ -82,6 +82,8 @@ def _open(key: ModelKey) -> Model:
         return Model(key, None, inspect_onnx(key.path))
     try:
         checkpoint = load_torch7(key.path)
+    except Torch7Error as error:
+        raise ModelError(f"{key.path}: {error}") from None
     except OSError as error:
         raise ModelError(f"{key.path}: cannot read the model ({error.strerror or error})") from None
     info, tree = inspect_checkpoint(checkpoint, key.path)

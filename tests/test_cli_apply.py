@@ -203,12 +203,12 @@ def test_fetch_flag_downloads_a_missing_model_first(workdir, capsys):
 def test_forced_tiles_with_exact_statistics_equal_one_pass(workdir, instance_norm_model):
     from cvstyle import tiling
 
-    small_photo(workdir, size=(640, 480))  # above the 512x512 the estimate is measured on
-    model = ["-m", str(instance_norm_model), "cat.png", "--tile-size", "256"]  # several tiles
+    small_photo(workdir, size=(1024, 768))  # three times the 512x512 the estimate is measured on
+    model = ["-m", str(instance_norm_model), "cat.png", "--tile-size", "512"]  # several tiles
     assert main(["apply", *model, "--tile", "off", "-o", "whole.png"]) == 0
     assert main(["apply", *model, "--tile", "on", "--exact-statistics", "-o", "exact.png"]) == 0
     assert main(["apply", *model, "--tile", "on", "--statistics", "estimate", "-o", "estimated.png"]) == 0
-    assert len(tiling.plan_tiles(480, 640, max_core=256, margin=32)) == 6
+    assert len(tiling.plan_tiles(768, 1024, max_core=512, margin=32)) == 4
     whole, exact, estimated = (cv2.imread(name).astype(int) for name in ("whole.png", "exact.png", "estimated.png"))
     assert np.abs(exact - whole).max() <= 2
     assert np.abs(estimated - whole).mean() > 2
