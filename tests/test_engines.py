@@ -103,7 +103,7 @@ def test_provider_lists():
 def test_onnxruntime_engine_matches_opencv(model_copy, photo):
     pytest.importorskip("onnxruntime", reason=ORT_REASON)
     runner = load_runner(model_copy, "onnxruntime", "cpu")
-    assert (runner.engine, runner.device, runner.providers) == ("onnxruntime", "cpu", [CPU])
+    assert (runner.engine, runner.device, runner.network.providers) == ("onnxruntime", "cpu", [CPU])
     expected = load_runner(model_copy, "opencv", "cpu")(photo)
     assert _max_diff(runner(photo), expected) <= 1
     for shape in [(1, 1, 3), (5, 2, 3)]:  # tiny inputs are padded like OpenCV's
