@@ -1,0 +1,101 @@
+"""Section: 12, 48 and 100 MP photos through ``Stylizer.stylize``, each in its own
+subprocess so that its peak resident memory is its own."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness import REFERENCE, Context, fmt_size, log, peak_rss_mib, photo, table, timed
+from project import engine_text, planned_tiles
+from sections.forward import forward_seconds
+
+TITLE = "Large photos: 12, 48 and 100 MP"
+DRIVER = Path(__file__).resolve().parent.parent / "bench.py"
+
+
+def child(arguments: list[str]) -> None:
+    """In the subprocess (MODEL WIDTH HEIGHT REPEAT ENGINE EXACT): stylize one photo made
+    in memory, print JSON with the times, the peak RSS and the tile count."""
+    from cvstyle import Stylizer
+
+    model, width, height, repeat, engine, exact = arguments
+    width, height = int(width), int(height)
+    stylizer = Stylizer(model, device="cpu", engine=engine)
+    image = photo((width, height))
+    before = peak_rss_mib()
+    times = [timed(stylizer.stylize, image, exact_statistics=exact == "1")[0] for _ in range(int(repeat))]
+    peak = peak_rss_mib()
+    tiles = planned_tiles(image)
+    print(json.dumps({"seconds": times, "peak_mib": peak, "before_mib": before, "tiles": tiles,
+                      "engine": stylizer.engine}))
+
+
+def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1, exact: bool = False) -> dict:
+    command = [sys.executable, str(DRIVER), "--child", "large", str(model),
+               str(size[0]), str(size[1]), str(repeat), engine, str(int(exact))]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        return {"error": f"exit {done.returncode}: {tail}"[:200], "wall": wall}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def family_rows(context: Context, family: str, path: Path) -> list[list]:
+    plan = context.plan
+    megapixels_reference = REFERENCE[0] * REFERENCE[1] / 1e6
+    log(f"large {family} {fmt_size(REFERENCE)} reference")
+    reference = run_child(path, REFERENCE, plan.engine, repeat=3)
+    reference_rate = None
+    if "error" not in reference:
+        reference_rate = statistics.median(reference["seconds"]) / megapixels_reference
+    forward_rate = forward_seconds(context, family, REFERENCE) / megapixels_reference
+    cases = [(size, False) for size in (REFERENCE, *plan.large_sizes)]
+    if family == "instance_norm":
+        cases.insert(2, (plan.large_sizes[0], True))
+    rows = []
+    for size, exact in cases:
+        megapixels = size[0] * size[1] / 1e6
+        label = fmt_size(size) + (" exact statistics" if exact else "")
+        if size != REFERENCE:
+            log(f"large {family} {label}")
+        report = reference if size == REFERENCE else run_child(path, size, plan.engine, exact=exact)
+        if "error" in report:
+            rows.append([family, "-", label, f"{megapixels:.1f}", "-",
+                         f"FAILED ({report['error']})", "-", "-", "-", "-"])
+            continue
+        seconds = statistics.median(report["seconds"])
+        rate = seconds / megapixels
+        rows.append([
+            family, report["engine"], label, f"{megapixels:.1f}", report["tiles"] or "untiled",
+            f"{seconds:.1f}", f"{rate:.2f}",
+            f"{rate / reference_rate:.2f}" if reference_rate else "-",
+            f"{rate / forward_rate:.2f}",
+            f"{report['peak_mib']:.0f} (before: {report['before_mib']:.0f})",
+        ])
+    return rows
+
+
+def run(context: Context) -> str:
+    plan = context.plan
+    rows = [row for family, path in context.models.items() for row in family_rows(context, family, path)]
+    header = ["family", "engine", "size", "MP", "tiles", "seconds", "s/MP", "s/MP / 1024x768 stylize",
+              "s/MP / 1024x768 forward", "peak RSS MiB"]
+    return (
+        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo)` with default (auto) tiling, each case in its own "
+        "subprocess so that the peak resident memory (VmHWM) is that case's alone; the photo is made in memory (no "
+        f"decoding). The {fmt_size(REFERENCE)} row is the median of 3 calls in one process (the "
+        "first pays network set-up); large rows are one call, set-up included. \"before\" is the "
+        "peak RSS after loading the network and making the photo; the last-but-one column divides by "
+        "the 1024x768 forward of the same engine. Goals: both complete, peak "
+        "RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure. instance_norm is also run once with "
+        "`exact_statistics=True` (full-resolution normalisation statistics, layer by layer)."
+        + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 and 100 MP skipped.")
+        + "\n\n" + table(header, rows)
+    )
