@@ -15,18 +15,19 @@ import cv2
 import numpy as np
 
 import cvstyle
-from cvstyle import engines, tiling, torch7
-from cvstyle.runner import StyleRunner, cuda_available
+from cvstyle import engines, tiling
+from cvstyle.engines import onnxruntime as ort_engine
+from cvstyle.engines.opencv import OpenCvNetwork, cuda_available, has_torch_importer, read_onnx_file, read_torch
+from cvstyle.model import cached_onnx, open_model
+from cvstyle.runner import StyleRunner
 from cvstyle.torch7 import TorchObject
 
 from harness import Plan
 
 
 def model_root(path: Path) -> TorchObject:
-    """The network module of the `.t7` checkpoint at ``path`` (the checkpoint's root, or
-    its ``model`` entry)."""
-    checkpoint = torch7.load(path)
-    return checkpoint["model"] if isinstance(checkpoint, dict) else checkpoint
+    """The network module (Torch7 tree) of the `.t7` model at ``path``."""
+    return open_model(path).tree
 
 
 def engine_name(engine: str, path: Path, device: str = "cpu") -> str:
@@ -36,37 +37,42 @@ def engine_name(engine: str, path: Path, device: str = "cpu") -> str:
 
 
 def load_runner(path: Path, engine: str, device: str = "cpu") -> StyleRunner:
-    """A freshly loaded runner of ``path`` on ``engine`` and ``device`` (not the cached one)."""
-    return engines.load_engine(path, engine, device)
+    """A freshly loaded runner of ``path`` on ``engine`` and ``device``, not the project's
+    cached one: benchmarks that load or reconfigure a network need their own."""
+    model = open_model(path)
+    if engines.choose_engine(engine, device, model) == "opencv":
+        return StyleRunner(OpenCvNetwork(opencv_net(path), device), model.preprocessing, model.name)
+    return StyleRunner(engines.build_network(model.graph, "onnxruntime", device, model.name),
+                       model.preprocessing, model.name)
 
 
 def opencv_runner(path: Path) -> StyleRunner:
-    """``path`` on OpenCV's DNN on the CPU, loaded as the opencv engine loads it (the
-    Torch7 importer on OpenCV 4, the ONNX conversion on OpenCV 5)."""
+    """A fresh runner of ``path`` on OpenCV's DNN on the CPU."""
     return load_runner(path, "opencv")
 
 
 def opencv_net(path: Path) -> cv2.dnn.Net:
-    """A fresh ``cv2.dnn.Net`` of ``path``, for trying OpenCV settings on it directly."""
-    return opencv_runner(path).net
+    """A fresh ``cv2.dnn.Net`` of ``path``, read as the opencv engine reads the model
+    itself (the Torch importer on OpenCV 4, the ONNX conversion on OpenCV 5)."""
+    return read_torch(path) if has_torch_importer() else read_onnx_file(onnx_file(path))
 
 
 def opencv_gflop(runner: StyleRunner, blob_shape: tuple[int, ...]) -> float | None:
     """OpenCV's own count of an OpenCV runner's work (``Net.getFLOPS``), in GFLOP; None
     where this OpenCV cannot count it."""
     try:
-        return runner.net.getFLOPS(list(blob_shape)) / 1e9
+        return runner.network.net.getFLOPS(list(blob_shape)) / 1e9
     except (cv2.error, TypeError):  # OpenCV 5's binding takes no shape from Python
         return None
 
 
 def onnx_file(path: Path) -> Path:
     """The project's ONNX conversion of the `.t7` at ``path``."""
-    return engines.cached_onnx(path)
+    return cached_onnx(path, open_model(path).tree)
 
 
 def onnxruntime_providers() -> list[str]:
-    return engines.onnxruntime_providers()
+    return ort_engine.available_providers()
 
 
 def gpu_configurations() -> list[tuple[str, str]]:
@@ -75,24 +81,25 @@ def gpu_configurations() -> list[tuple[str, str]]:
     if cuda_available():
         pairs.append(("opencv", "cuda"))
     providers = onnxruntime_providers()
-    if engines.CUDA in providers:
+    if ort_engine.CUDA in providers:
         pairs.append(("onnxruntime", "cuda"))
-    if engines.TENSORRT in providers:
+    if ort_engine.TENSORRT in providers:
         pairs.append(("onnxruntime", "cuda-fp16"))
     return pairs
 
 
 def stylizer_runner(stylizer: cvstyle.Stylizer) -> StyleRunner:
     """The (cached) runner a one-model Stylizer stylizes with."""
-    return stylizer.networks[0]
+    return stylizer.runners[0]
 
 
 def planned_tiles(image: np.ndarray) -> int:
     """How many tiles ``Stylizer.stylize`` cuts ``image`` into by default (0: untiled)."""
     height, width = image.shape[:2]
-    if not tiling.needs_tiling(image, "auto"):
+    settings = tiling.DEFAULT_SETTINGS
+    if not tiling.needs_tiling(image, "auto", settings):
         return 0
-    return len(tiling.plan_tiles(height, width, tiling.tile_size(height, width)))
+    return len(tiling.plan_tiles(height, width, settings.tile_size(height, width), settings.margin))
 
 
 def clear_network_cache() -> None:
@@ -103,7 +110,7 @@ def clear_network_cache() -> None:
 def seed_network(path: Path) -> cv2.dnn.Net:
     """The network as tutorials load it: ``readNetFromTorch`` where OpenCV has it (4.x),
     else ``readNetFromONNX`` on the project's conversion (OpenCV 5 reads no `.t7`)."""
-    if hasattr(cv2.dnn, "readNetFromTorch"):
+    if has_torch_importer():
         return cv2.dnn.readNetFromTorch(str(path))
     return cv2.dnn.readNetFromONNX(str(onnx_file(path)))
 

@@ -64,13 +64,13 @@ def test_unknown_and_missing_devices(monkeypatch):
         resolve_device("tpu")
     assert resolve_device("cpu") == "cpu"
     # A build without CUDA (the pip wheels): auto is the CPU, asking for CUDA is an error.
-    monkeypatch.setattr("cvstyle.runner.cuda_available", lambda: False)
+    monkeypatch.setattr("cvstyle.engines.opencv.cuda_available", lambda: False)
     assert resolve_device("auto") == "cpu"
     for device in ("cuda", "cuda-fp16"):
         with pytest.raises(CvstyleError, match="no CUDA"):
             resolve_device(device)
     # A build with CUDA and a device: auto takes it.
-    monkeypatch.setattr("cvstyle.runner.cuda_available", lambda: True)
+    monkeypatch.setattr("cvstyle.engines.opencv.cuda_available", lambda: True)
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cuda-fp16") == "cuda-fp16"
     # No OpenCL platform: asking for it is an error.
