@@ -36,7 +36,8 @@ def seed_recipe(paths: list[Path], model: Path, out: Path) -> None:
         cv2.imwrite(str(out / f"{path.stem}_seed.jpg"), output)
 
 
-def variants(context: Context, model: Path, images: Path, paths: list[Path], out: Path) -> dict[str, Callable[[], float]]:
+def variants(context: Context, model: Path, images: Path, paths: list[Path],
+             out: Path) -> dict[str, Callable[[], float]]:
     """Each way of painting the folder, as a function returning its seconds."""
     engine = context.plan.engine
 

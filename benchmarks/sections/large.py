@@ -89,13 +89,13 @@ def run(context: Context) -> str:
     header = ["family", "engine", "size", "MP", "tiles", "seconds", "s/MP", "s/MP / 1024x768 stylize",
               "s/MP / 1024x768 forward", "peak RSS MiB"]
     return (
-        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo)` with default (auto) tiling, each case in its own "
-        "subprocess so that the peak resident memory (VmHWM) is that case's alone; the photo is made in memory (no "
-        f"decoding). The {fmt_size(REFERENCE)} row is the median of 3 calls in one process (the "
-        "first pays network set-up); large rows are one call, set-up included. \"before\" is the "
-        "peak RSS after loading the network and making the photo; the last-but-one column divides by "
-        "the 1024x768 forward of the same engine. Goals: both complete, peak "
-        "RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure. instance_norm is also run once with "
+        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo)` with default (auto) tiling, each "
+        "case in its own subprocess so that the peak resident memory (VmHWM) is that case's alone; "
+        f"the photo is made in memory (no decoding). The {fmt_size(REFERENCE)} row is the median of 3 "
+        "calls in one process (the first pays network set-up); large rows are one call, set-up "
+        "included. \"before\" is the peak RSS after loading the network and making the photo; the "
+        "last-but-one column divides by the 1024x768 forward of the same engine. Goals: both "
+        "complete, peak RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure. instance_norm is also run once with "
         "`statistics=\"exact\"` (full-resolution normalisation statistics, layer by layer)."
         + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 and 100 MP skipped.")
         + "\n\n" + table(header, rows)

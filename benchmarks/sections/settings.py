@@ -141,7 +141,8 @@ def cost_rows(context: Context) -> list[list]:
             blob = runner.preprocess(picture)
             output = runner.infer(blob)
             height, width = picture.shape[:2]
-            same = grey_diff(postprocess_numpy(runner, output, height, width), runner.postprocess(output, height, width))
+            same = grey_diff(postprocess_numpy(runner, output, height, width),
+                             runner.postprocess(output, height, width))
             times = interleaved(
                 {
                     "forward": lambda: runner.infer(blob),
