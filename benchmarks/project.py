@@ -12,10 +12,9 @@ import io
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 import cvstyle
-from cvstyle import engines, tiling
+from cvstyle import engines
 from cvstyle.engines import onnxruntime as ort_engine
 from cvstyle.engines.opencv import OpenCvNetwork, cuda_available, has_torch_importer, read_onnx_file, read_torch
 from cvstyle.model import cached_onnx, open_model
@@ -91,15 +90,6 @@ def gpu_configurations() -> list[tuple[str, str]]:
 def stylizer_runner(stylizer: cvstyle.Stylizer) -> StyleRunner:
     """The (cached) runner a one-model Stylizer stylizes with."""
     return stylizer.runners[0]
-
-
-def planned_tiles(image: np.ndarray) -> int:
-    """How many tiles ``Stylizer.stylize`` cuts ``image`` into by default (0: untiled)."""
-    height, width = image.shape[:2]
-    settings = tiling.DEFAULT_SETTINGS
-    if not tiling.needs_tiling(image, "auto", settings):
-        return 0
-    return len(tiling.plan_tiles(height, width, settings.tile_size(height, width), settings.margin))
 
 
 def clear_network_cache() -> None:
