@@ -20,15 +20,15 @@ DEFAULT = "default"  # the project's own choice of statistics
 
 
 def child(arguments: list[str]) -> None:
-    """In the subprocess (MODEL WIDTH HEIGHT REPEAT ENGINE STATISTICS): stylize one photo
-    made in memory (STATISTICS ``default`` leaves the project's choice), print JSON with
+    """In the subprocess (MODEL WIDTH HEIGHT REPEAT ENGINE MODE): stylize one photo made
+    in memory with statistics MODE (``default``: the project's choice), print JSON with
     the times, the peak RSS and the steps stylize reported progress for."""
     from cvstyle import Stylizer
 
-    model, width, height, repeat, engine, statistics = arguments
+    model, width, height, repeat, engine, mode = arguments
     stylizer = Stylizer(model, device="cpu", engine=engine)
     image = photo((int(width), int(height)))
-    options = {} if statistics == DEFAULT else {"statistics": statistics}
+    options = {} if mode == DEFAULT else {"statistics": mode}
     steps = [0]
 
     def progress(done: int, total: int, *stage) -> None:
@@ -41,9 +41,9 @@ def child(arguments: list[str]) -> None:
                       "engine": stylizer.engine}))
 
 
-def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1, statistics: str = DEFAULT) -> dict:
+def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1, mode: str = DEFAULT) -> dict:
     command = [sys.executable, str(DRIVER), "--child", "large", str(model),
-               str(size[0]), str(size[1]), str(repeat), engine, statistics]
+               str(size[0]), str(size[1]), str(repeat), engine, mode]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
     wall = time.perf_counter() - start
@@ -66,12 +66,12 @@ def family_rows(context: Context, family: str, path: Path) -> list[list]:
     if family == "instance_norm":
         cases.insert(2, (plan.large_sizes[0], "estimate"))
     rows = []
-    for size, statistics in cases:
+    for size, mode in cases:
         megapixels = size[0] * size[1] / 1e6
-        label = fmt_size(size) + ("" if statistics == DEFAULT else f" statistics={statistics}")
+        label = fmt_size(size) + ("" if mode == DEFAULT else f" statistics={mode}")
         if size != REFERENCE:
             log(f"large {family} {label}")
-        report = reference if size == REFERENCE else run_child(path, size, plan.engine, statistics=statistics)
+        report = reference if size == REFERENCE else run_child(path, size, plan.engine, mode=mode)
         if "error" in report:
             rows.append([family, "-", label, f"{megapixels:.1f}", "-",
                          f"FAILED ({report['error']})", "-", "-", "-", "-"])
