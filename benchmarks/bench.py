@@ -74,6 +74,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--only {args.only}")
     if args.engine != "auto":
         parts.append(f"--engine {args.engine}")
+    if args.families != ",".join(FAMILIES):
+        parts.append(f"--families {args.families}")
     return " ".join(parts)
 
 
