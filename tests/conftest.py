@@ -41,6 +41,29 @@ def cat_bgr() -> np.ndarray:
     return image
 
 
+@pytest.fixture
+def photo(cat_bgr) -> np.ndarray:
+    """A small photo with odd sides (not multiples of the networks' 4): the cat at 61x47.
+    Test modules needing another size define their own ``photo``."""
+    return cv2.resize(cat_bgr, (61, 47), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty cvstyle home (CVSTYLE_HOME): no models stored, nothing downloaded."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CVSTYLE_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty current directory, with an empty cvstyle home inside it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
 # OpenCV 5 removed the Torch7 importer. Tests of that importer itself (or comparing with
 # it) run under OpenCV 4 only; everything else goes through the ONNX path under OpenCV 5.
 needs_torch_importer = pytest.mark.skipif(

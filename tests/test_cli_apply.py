@@ -15,13 +15,6 @@ from cvstyle.imageio import read_image
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
 def small_photo(folder: Path, name: str = "cat.png", size=(90, 60)) -> Path:
     image = cv2.resize(cv2.imread(str(SAMPLES / "chelsea.png")), size, interpolation=cv2.INTER_AREA)
     path = folder / name

@@ -40,13 +40,6 @@ def model_server() -> Iterator[ModelServer]:
         yield server
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("CVSTYLE_HOME", str(home))
-    return home
-
-
 def final_path(home: Path) -> Path:
     return home / "models" / "test" / "model.t7"
 

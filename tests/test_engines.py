@@ -28,11 +28,6 @@ def model_copy(tmp_path, instance_norm_model):
     return shutil.copy(instance_norm_model, tmp_path / "style.t7")
 
 
-@pytest.fixture
-def photo(cat_bgr):
-    return cv2.resize(cat_bgr, (61, 47), interpolation=cv2.INTER_AREA)
-
-
 def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(int) - b).max())
 

@@ -29,18 +29,6 @@ RED, BLUE = 2, 0  # channel indices in BGR
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
-    return tmp_path
-
-
-@pytest.fixture
-def photo(cat_bgr) -> np.ndarray:
-    return cv2.resize(cat_bgr, (61, 47), interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture
 def zero_first(tmp_path) -> Path:
     """A graph that zeroes the first channel of its input."""
     return onnx_graphs.channel_mask(tmp_path / "zero_first.onnx")

@@ -59,14 +59,24 @@ def test_tiny_inputs(eccv16_model):
         assert net(image).shape == shape
 
 
-def test_unknown_and_missing_devices():
+def test_unknown_and_missing_devices(monkeypatch):
     with pytest.raises(CvstyleError, match="unknown device"):
         resolve_device("tpu")
-    assert resolve_device("auto") in ("cpu", "cuda")
     assert resolve_device("cpu") == "cpu"
-    if resolve_device("auto") == "cpu":  # a build without CUDA: asking for it is an error
+    # A build without CUDA (the pip wheels): auto is the CPU, asking for CUDA is an error.
+    monkeypatch.setattr("cvstyle.engines.opencv.cuda_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    for device in ("cuda", "cuda-fp16"):
         with pytest.raises(CvstyleError, match="no CUDA"):
-            resolve_device("cuda")
+            resolve_device(device)
+    # A build with CUDA and a device: auto takes it.
+    monkeypatch.setattr("cvstyle.engines.opencv.cuda_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("cuda-fp16") == "cuda-fp16"
+    # No OpenCL platform: asking for it is an error.
+    monkeypatch.setattr(cv2.ocl, "haveOpenCL", lambda: False)
+    with pytest.raises(CvstyleError, match="no OpenCL platform"):
+        resolve_device("opencl")
 
 
 @pytest.mark.parametrize(

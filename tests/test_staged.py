@@ -104,10 +104,3 @@ def test_memory_sizes():
     for bad in ("lots", "-1G", "0", "1.5X"):
         with pytest.raises(CvstyleError, match="memory size"):
             parse_size(bad)
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
-    return tmp_path

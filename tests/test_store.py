@@ -21,13 +21,6 @@ URL = "http://127.0.0.1:9/unused.t7"
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("CVSTYLE_HOME", str(home))
-    return home
-
-
-@pytest.fixture
 def manifest(tmp_path) -> Path:
     """test/good and test/bad both expect the fixture's bytes; test/absent is never stored."""
     digest = sha256_digest(MODEL)
