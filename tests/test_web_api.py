@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'cvstyle[web]'")
 httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API")
 
-from cvstyle import stylizer  # noqa: E402
+from cvstyle import engines, stylizer  # noqa: E402
 from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
@@ -331,8 +331,10 @@ def test_an_onnx_model_file_with_its_input_format(store_home, tmp_path):
 def test_each_network_is_loaded_once(store_home, tmp_path, monkeypatch):
     path = write_fixture_model(tmp_path / f"once_{uuid.uuid4().hex}.t7", "instance_norm", 7)
     loads = []
-    real_load = stylizer.load_runner
-    monkeypatch.setattr(stylizer, "load_runner", lambda p, *rest: loads.append(p) or real_load(p, *rest))
+    real_runner = engines.StyleRunner  # made once per network the cache loads
+    monkeypatch.setattr(
+        engines, "StyleRunner", lambda network, prep, name: loads.append(Path(name)) or real_runner(network, prep, name)
+    )
     app = create_app([file_model(path, "test/once")], workers=2, queue_size=2)
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         with ThreadPoolExecutor(4) as clients:
