@@ -183,6 +183,21 @@ def _normalisation(graph: "onnx.ModelProto", node) -> Normalisation:
     return Normalisation(node.input[0], node.output[0], scale.astype(np.float64), bias.astype(np.float64), epsilon)
 
 
+def _channel_counts(graph: "onnx.ModelProto") -> dict[str, int]:
+    """Each tensor's channel count where shape inference can tell it."""
+    onnx = require_onnx()
+    try:
+        inferred = onnx.shape_inference.infer_shapes(graph)
+    except Exception:  # shape inference is a help here, not a requirement
+        return {}
+    counts = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            counts[value.name] = dims[1].dim_value
+    return counts
+
+
 def split_stages(graph: "onnx.ModelProto") -> list[Stage]:
     """Cut ``graph`` at its instance normalisations: stage ``k`` runs everything that
     depends on the first ``k`` normalisations' statistics and no later ones. Run in
@@ -191,6 +206,7 @@ def split_stages(graph: "onnx.ModelProto") -> list[Stage]:
     maps of the stored ``source`` tensors)."""
     onnx = require_onnx()
     constants = {init.name for init in graph.graph.initializer}
+    channels = _channel_counts(graph)
     stage_of = {value.name: 0 for value in graph.graph.input}
     members: list[list] = [[]]
     norms: list[list[Normalisation]] = [[]]
@@ -228,7 +244,8 @@ def split_stages(graph: "onnx.ModelProto") -> list[Stage]:
         value = onnx.helper.make_tensor_value_info
         sub = onnx.helper.make_graph(
             nodes, f"stage{level}",
-            [value(name, onnx.TensorProto.FLOAT, [None] * 4) for name in inputs],
+            # OpenCV 4's importer works out layer shapes from the inputs' channel counts.
+            [value(name, onnx.TensorProto.FLOAT, ["N", channels.get(name), "H", "W"]) for name in inputs],
             [value(name, onnx.TensorProto.FLOAT, [None] * 4) for name in outputs],
             initializers,
         )
