@@ -396,16 +396,16 @@ def check_graph(model: OnnxModel) -> None:
     _check_image(model.outputs[0], f"output {quote(model.outputs[0].name, 60)}")
     written = {"", *constants, *(info.name for info in model.inputs)}
     for index, node in enumerate(model.nodes, 1):
-        where = f"node {index} ({quote(node.op_type, 40)} {quote(node.name, 60)})"
+        where = f"node {index} ({quote(' '.join(filter(None, (node.op_type, node.name))), 80)})"
         for name in node.inputs:
             if name not in written:
-                raise ModelError(f"{where}: reads {quote(name, 60)} before any node writes it (a cycle or a missing tensor)")
+                raise ModelError(f"{where}: reads {quote(repr(name), 60)} before any node writes it (a cycle or a missing tensor)")
         if node.op_type == "Constant" and "value" in node.tensors and node.outputs:
             constants[node.outputs[0]] = node.tensors["value"]
         _check_node(node, where, constants)
         for name in node.outputs:
             if name in written and name:
-                raise ModelError(f"{where}: writes {quote(name, 60)}, which already exists")
+                raise ModelError(f"{where}: writes {quote(repr(name), 60)}, which already exists")
             written.add(name)
     missing = [info.name for info in model.outputs if info.name not in written]
     if missing:
