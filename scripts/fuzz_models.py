@@ -322,39 +322,54 @@ def classify(exitcode: int | None, output: str) -> str:
     return "traceback" if "Traceback" in output else "noisy"
 
 
-def run_case(context, case: Path, photo: Path, engine: str, timeout: float, memory: int) -> tuple[str, str]:
-    log = case.with_suffix(".log")
-    process = context.Process(target=_child, args=(str(case), str(photo), engine, str(log), memory))
-    process.start()
-    process.join(timeout)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        return "hang", ""
+def _finish(process, log: Path) -> tuple[str, str]:
     output = log.read_text("utf-8", "replace") if log.exists() else ""
     return classify(process.exitcode, output), output
 
 
-def campaign(fmt: str, cases: int, seed: int, folder: Path, photo: Path, args, context) -> Counter:
+def campaign(fmt: str, cases: int, folder: Path, photo: Path, args, context) -> Counter:
+    """Run ``cases`` mutated models of ``fmt``, ``args.jobs`` at a time; count outcomes."""
     bases = {family: build_checkpoint(family, seed=0) for family in FAMILIES}
     if fmt == "onnx":
         bases = {family: onnx_export.to_onnx(checkpoint) for family, checkpoint in bases.items()}
     make = t7_case if fmt == "t7" else onnx_case
     counts: Counter = Counter()
-    for index in range(cases):
-        rng = random.Random(f"{seed}-{fmt}-{index}")
-        case = folder / f"{fmt}-{index}.{fmt}"
-        case.write_bytes(make(rng, bases))
-        engine = ("opencv", "onnxruntime")[index % 2]
-        outcome, output = run_case(context, case, photo, engine, args.timeout, args.memory_mib << 20)
-        counts[outcome] += 1
-        if outcome not in ACCEPTABLE:
-            print(f"{fmt} case {index} ({engine}): {outcome}: {output.strip()[-300:]!r}", flush=True)
-            if args.keep:
-                args.keep.mkdir(parents=True, exist_ok=True)
-                (args.keep / case.name).write_bytes(case.read_bytes())
-        for leftover in folder.iterdir():
-            leftover.unlink()
+    running: list = []
+    index = 0
+    while index < cases or running:
+        while index < cases and len(running) < args.jobs:
+            rng = random.Random(f"{args.seed}-{fmt}-{index}")
+            case = folder / f"{fmt}-{index}.{fmt}"
+            case.write_bytes(make(rng, bases))
+            engine = ("opencv", "onnxruntime")[index % 2]
+            log = case.with_suffix(".log")
+            process = context.Process(
+                target=_child, args=(str(case), str(photo), engine, str(log), args.memory_mib << 20)
+            )
+            process.start()
+            running.append((process, case, log, engine, time.monotonic()))
+            index += 1
+        time.sleep(0.02)
+        for entry in list(running):
+            process, case, log, engine, started = entry
+            if process.is_alive() and time.monotonic() - started < args.timeout:
+                continue
+            if process.is_alive():
+                process.kill()
+                process.join()
+                outcome, output = "hang", ""
+            else:
+                process.join()
+                outcome, output = _finish(process, log)
+            running.remove(entry)
+            counts[outcome] += 1
+            if outcome not in ACCEPTABLE:
+                print(f"{case.name} ({engine}): {outcome}: {output.strip()[-300:]!r}", flush=True)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    (args.keep / case.name).write_bytes(case.read_bytes())
+            for leftover in folder.glob(case.stem + ".*"):
+                leftover.unlink()
     return counts
 
 
@@ -365,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default 60)")
     parser.add_argument("--memory-mib", type=int, default=2048, help="address-space limit per case (default 2048)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="cases run at once (default: the CPU count)")
     parser.add_argument("--json", type=Path, help="write the counts to this file")
     parser.add_argument("--keep", type=Path, help="copy failing cases into this folder")
     args = parser.parse_args(argv)
@@ -380,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = Path(temporary) / fmt
             folder.mkdir()
             started = time.monotonic()
-            counts = campaign(fmt, args.cases, args.seed, folder, photo, args, context)
+            counts = campaign(fmt, args.cases, folder, photo, args, context)
             results[fmt] = {outcome: counts[outcome] for outcome in OUTCOMES}
             results[fmt]["seconds"] = round(time.monotonic() - started)
             print(fmt, json.dumps(results[fmt]), flush=True)
