@@ -19,7 +19,7 @@ from . import torch7
 from .errors import ModelError, quote
 from .onnx_reader import read_model
 from .torch7 import TorchObject
-from .validate import SUPPORTED_MODULES, validate_graph, validate_tree
+from .validate import MAX_MODEL_BYTES, SUPPORTED_MODULES, validate_graph, validate_tree
 
 
 @dataclass
@@ -156,9 +156,12 @@ def inspect_onnx(path: str | os.PathLike) -> OnnxInfo:
     outline it; :class:`ModelError` naming the file if it is unusable."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MODEL_BYTES + 1)
     except OSError as error:
         raise ModelError(f"{path}: cannot read the model ({error.strerror or error})") from None
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_MODEL_BYTES >> 20} MiB")
     try:
         model = validate_graph(read_model(data))
     except ModelError as error:

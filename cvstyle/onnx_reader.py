@@ -165,7 +165,6 @@ def read_tensor(data: bytes) -> Tensor:
             tensor.name = _text(value)
         elif number == 9 and isinstance(value, bytes):
             tensor.raw = value
-            tensor.stored += len(value) // max(ELEMENT_TYPES.get(tensor.data_type, ("", 1))[1], 1)
         elif number == 14:
             tensor.external = tensor.external or _int(value, "data_location") == 1
         elif number == 13:
@@ -175,7 +174,9 @@ def read_tensor(data: bytes) -> Tensor:
             if number in (5, 7):
                 tensor.ints += _ints(value)
     if tensor.raw and tensor.data_type in ELEMENT_TYPES:  # raw_data may precede data_type
-        tensor.stored = len(tensor.raw) // max(ELEMENT_TYPES[tensor.data_type][1], 1)
+        width = max(ELEMENT_TYPES[tensor.data_type][1], 1)
+        # A partial element makes the count wrong on purpose: the tensor is refused.
+        tensor.stored = len(tensor.raw) // width if len(tensor.raw) % width == 0 else -1
     return tensor
 
 

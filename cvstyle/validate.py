@@ -37,6 +37,7 @@ MAX_BORDER = 4096  # pixels an activation's height or width gains or loses
 IMAGE_CHANNELS = 3
 
 MAX_NODES = 20_000
+MAX_MODEL_BYTES = 1 << 30  # of an ONNX file (a Torch7 file's limit is torch7.MAX_FILE_BYTES)
 MAX_DIMENSION = 1 << 31  # of one tensor dimension; images are bounded by their pixel count
 MAX_OPSET = 100
 MAX_DILATION = 64
@@ -294,6 +295,8 @@ def _check_tensor(tensor: Tensor, where: str) -> None:
     _bounded(where, "dimension", tensor.dims, 0, MAX_DIMENSION)
     if tensor.data_type not in ELEMENT_TYPES:
         raise ModelError(f"{where}: unknown element type {tensor.data_type}")
+    if tensor.stored < 0:
+        raise ModelError(f"{where}: its data is not a whole number of elements")
     expected = int(np.prod(tensor.dims, dtype=object)) if tensor.dims else 1
     if expected != tensor.stored:
         raise ModelError(f"{where}: dimensions {tensor.dims} need {expected} elements, the file holds {tensor.stored}")

@@ -219,6 +219,13 @@ def test_data_that_does_not_match_its_dimensions_is_refused():
         validate_graph(model)
 
 
+def test_data_that_is_not_whole_elements_is_refused():
+    pads = numpy_helper.from_array(np.zeros(1, np.int64), "pads")
+    pads.raw_data = bytes(9)
+    with pytest.raises(ModelError, match="initializer pads: its data is not a whole number of elements"):
+        validate_graph(graph([helper.make_node("Pad", ["input", "pads"], ["output"])], [pads]))
+
+
 @pytest.mark.parametrize(
     "nodes, initializers, problem",
     [
