@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the counts to this file")
     parser.add_argument("--keep", type=Path, help="copy failing cases into this folder")
     args = parser.parse_args(argv)
+    # The Torch7 writer recurses once per nesting level of the cases it is asked to write.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20_000))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["cvstyle.cli", "cv2", "onnx", "onnxruntime"])
     formats = ("t7", "onnx") if args.format == "both" else (args.format,)
