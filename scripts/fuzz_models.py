@@ -150,6 +150,15 @@ def _t7_drop_field(rng: random.Random, root: TorchObject) -> None:
 T7_MUTATIONS = [_t7_field, _t7_field, _t7_tensor, _t7_shared, _t7_cycle, _t7_diamond, _t7_counts, _t7_class, _t7_drop_field]
 
 
+def _mutate(mutation, rng: random.Random, target) -> None:
+    """Apply ``mutation`` unless an earlier one left it nothing to work on (an emptied
+    container, a graph without nodes of the kind it needs)."""
+    try:
+        mutation(rng, target)
+    except (ValueError, IndexError):
+        pass
+
+
 def _flip_bytes(rng: random.Random, data: bytes) -> bytes:
     raw = bytearray(data)
     for _ in range(rng.randint(1, 8)):
@@ -164,7 +173,7 @@ def _flip_bytes(rng: random.Random, data: bytes) -> bytes:
 def t7_case(rng: random.Random, bases: dict) -> bytes:
     checkpoint = copy.deepcopy(bases[rng.choice(FAMILIES)])
     for _ in range(rng.choice([1, 1, 2, 3])):
-        rng.choice(T7_MUTATIONS)(rng, checkpoint["model"])
+        _mutate(rng.choice(T7_MUTATIONS), rng, checkpoint["model"])
     buffer = io.BytesIO()
     torch7.dump(checkpoint, buffer)
     data = buffer.getvalue()
@@ -266,9 +275,12 @@ def _onnx_op_type(rng, model) -> None:
     node = rng.choice(model.graph.node)
     node.op_type = rng.choice(["Conv", "ConvTranspose", "Reshape", "Expand", "Tile", "If", "Loop", "Foo", "Resize"])
     if node.op_type == "If":
+        # Copied before the attribute exists: protobuf crashes copying a message into itself.
+        body = type(model.graph)()
+        body.CopyFrom(model.graph)
         attribute = node.attribute.add()
         attribute.name, attribute.type = "then_branch", 5
-        attribute.g.CopyFrom(model.graph)
+        attribute.g.CopyFrom(body)
 
 
 ONNX_MUTATIONS = [_onnx_dims, _onnx_dims, _onnx_data, _onnx_attribute, _onnx_constant,
@@ -279,7 +291,7 @@ def onnx_case(rng: random.Random, bases: dict) -> bytes:
     model = type(bases["eccv16"])()
     model.CopyFrom(bases[rng.choice(FAMILIES)])
     for _ in range(rng.choice([1, 1, 2, 3])):
-        rng.choice(ONNX_MUTATIONS)(rng, model)
+        _mutate(rng.choice(ONNX_MUTATIONS), rng, model)
     data = model.SerializeToString()
     return _flip_bytes(rng, data) if rng.random() < 0.1 else data
 
