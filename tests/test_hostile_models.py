@@ -265,14 +265,33 @@ def test_a_malformed_opset_field_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------- images
 
 
-def test_a_jpeg_with_corrupt_scan_data_is_refused_in_one_line(capfd):
+def corrupt_jpeg() -> bytes:
     jpeg = bytearray((SAMPLES / "rocket.jpg").read_bytes())
     scan = jpeg.find(b"\xff\xda") + 600
     jpeg[scan : scan + 400] = bytes(i * 37 % 251 for i in range(400))  # no 0xFF: no marker
+    return bytes(jpeg)
+
+
+def test_a_jpeg_with_corrupt_scan_data_is_refused_in_one_line(capfd):
     with pytest.raises(ImageError) as error:
-        decode_image(bytes(jpeg), "rocket.jpg")
+        decode_image(corrupt_jpeg(), "rocket.jpg")
     assert str(error.value).startswith("rocket.jpg: corrupt JPEG data (Corrupt JPEG data:")
     assert capfd.readouterr().err == ""
+
+
+def test_the_web_api_answers_400_to_a_corrupt_jpeg(tmp_path):
+    httpx = pytest.importorskip("httpx")
+    web = pytest.importorskip("cvstyle.web")
+    from cvstyle.testing import write_fixture_model
+
+    model = write_fixture_model(tmp_path / "wave.t7", "instance_norm", 5)
+    app = web.create_app([web.file_model(model, "test/wave")], workers=1, queue_size=2)
+    with web.running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post(
+            "/api/stylize", files={"image": ("rocket.jpg", corrupt_jpeg(), "image/jpeg")}, data={"model": "test/wave"}
+        )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("rocket.jpg: corrupt JPEG data")
 
 
 def test_a_png_with_a_bad_crc_is_refused_without_libpng_printing(capfd):
