@@ -304,3 +304,36 @@ def test_a_png_with_a_bad_crc_is_refused_without_libpng_printing(capfd):
         decode_image(bytes(png), "bad.png")
     assert str(error.value) == "bad.png: cannot decode the PNG data (libpng error: IDAT: CRC error)"
     assert capfd.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- engines' own output
+
+
+@pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
+def test_an_engine_refusing_a_graph_prints_only_cvstyles_line(tmp_path, capfd, engine):
+    """An operator neither engine knows: OpenCV printed its own [ERROR] lines and ONNX
+    Runtime its own log line before cvstyle's message."""
+    path = tmp_path / "unknown.onnx"
+    path.write_bytes(graph([helper.make_node("NoSuchOperator", ["input"], ["output"])], []).SerializeToString())
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((32, 48, 3), 128, np.uint8))
+    assert main(["apply", "-m", str(path), str(photo), "-o", str(tmp_path / "out.png"), "--engine", engine]) == 3
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cvstyle: error: {path}: "), err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_inference_failure_prints_only_cvstyles_line(tmp_path, capfd):
+    """Residual branches whose sizes differ once run: ONNX Runtime logged the failure
+    itself before cvstyle's one line."""
+    shave = [numpy_helper.from_array(np.array(v, np.int64), n) for v, n in
+             (([1, 1], "starts"), ([-1, -1], "ends"), ([2, 3], "axes"))]
+    nodes = [helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["shaved"]),
+             helper.make_node("Sum", ["input", "shaved"], ["output"])]
+    path = tmp_path / "mismatch.onnx"
+    path.write_bytes(graph(nodes, shave).SerializeToString())
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((32, 48, 3), 128, np.uint8))
+    assert main(["apply", "-m", str(path), str(photo), "-o", str(tmp_path / "out.png"), "--engine", "onnxruntime"]) == 3
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"cvstyle: error: {path}: "), err
