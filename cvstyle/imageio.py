@@ -21,15 +21,15 @@ import os
 import re
 import stat
 import struct
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, quote
+from .quiet import library_messages, quiet_opencv
 
 DEFAULT_MAX_PIXELS = 200_000_000
 MAX_PIXELS_ENV = "CVSTYLE_MAX_PIXELS"
@@ -105,15 +105,20 @@ def decode_image(data: bytes, name: str = "<upload>", max_pixels: int | None = N
             f"{limit:,} (possible decompression bomb; set {MAX_PIXELS_ENV} to allow more)",
         )
     try:
-        with quiet_opencv():
+        with quiet_opencv(), library_messages(_is_codec_message) as messages:
             array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:
         array = None
+    said = f" ({quote(messages[0], 100)})" if messages else ""
     if array is None:
         raise _error(
             name,
-            f"cannot decode the {kind} data (corrupt or truncated file, or an unsupported variant)",
+            f"cannot decode the {kind} data{said or ' (corrupt or truncated file, or an unsupported variant)'}",
         )
+    damage = [m for m in messages if m.startswith(_JPEG_DAMAGE) and "extraneous bytes" not in m]
+    if damage:
+        # libjpeg greys out what it could not decode: refused, like a truncated file.
+        raise _error(name, f"corrupt JPEG data ({quote(damage[0], 100)})")
 
     if array.dtype == np.uint16:
         # v * 255 / 65535 = v / 257, rounded: 65535 -> 255, and 8-bit values widened
@@ -133,6 +138,16 @@ def decode_image(data: bytes, name: str = "<upload>", max_pixels: int | None = N
     if channels == 4:  # OpenCV also expands grey+alpha and palette+tRNS PNGs to BGRA
         return Picture(np.ascontiguousarray(array[..., :3]), np.ascontiguousarray(array[..., 3]))
     raise _error(name, f"unsupported {channels}-channel {kind} image")
+
+
+# libjpeg's warnings that mean the pixels are damaged (it greys out what it could not
+# decode); extraneous bytes before a marker, or "Warning: ..." on a header, do not.
+_JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid SOS", "Inconsistent progression")
+
+
+def _is_codec_message(line: str) -> bool:
+    """libjpeg's warnings and libpng's errors and warnings, as they print them."""
+    return line.startswith((*_JPEG_DAMAGE, "Warning:", "libpng "))
 
 
 def _pixel_limit(max_pixels: int | None) -> int:
@@ -433,33 +448,3 @@ def _error(name: str, problem: str) -> ImageError:
     # One line, whatever characters the file name holds.
     shown = name.replace("\r", "\\r").replace("\n", "\\n")
     return ImageError(f"{shown}: {problem}")
-
-
-# cv2.utils.logging in recent 4.x, top-level functions in older 4.x releases.
-_cv_logging = getattr(getattr(cv2, "utils", None), "logging", cv2)
-_LOG_LEVEL_SILENT = 0  # cv::utils::logging::LOG_LEVEL_SILENT
-_quiet_lock = threading.Lock()
-_quiet_users = 0
-_saved_log_level = 0
-
-
-@contextlib.contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's log during a codec call: our own message says what failed.
-
-    The level is process-wide, so overlapping calls from several threads share one
-    silent period and the last one out restores the previous level.
-    """
-    global _quiet_users, _saved_log_level
-    with _quiet_lock:
-        if _quiet_users == 0:
-            _saved_log_level = _cv_logging.getLogLevel()
-            _cv_logging.setLogLevel(_LOG_LEVEL_SILENT)
-        _quiet_users += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_users -= 1
-            if _quiet_users == 0:
-                _cv_logging.setLogLevel(_saved_log_level)

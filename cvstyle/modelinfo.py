@@ -1,4 +1,4 @@
-"""What a model file is: check it, describe it, and load a `.t7` into OpenCV.
+"""What a model file is: check it (:mod:`cvstyle.validate`) and describe it.
 
 Every `.t7` goes through the project's own Torch7 reader before OpenCV's importer sees
 it, because the importer can crash the interpreter on malformed input. An `.onnx` file
@@ -10,27 +10,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import torch7
-from .errors import ModelError
+from .errors import ModelError, quote
+from .onnx_reader import read_model
 from .torch7 import TorchObject
-
-# Module types OpenCV 4's Torch importer turns into layers (those the checkpoints use).
-SUPPORTED_MODULES = frozenset(
-    "nn." + name
-    for name in (
-        "Sequential ConcatTable CAddTable Identity ShaveImage SpatialReflectionPadding "
-        "SpatialZeroPadding SpatialConvolution SpatialConvolutionMM SpatialFullConvolution "
-        "SpatialBatchNormalization InstanceNormalization ReLU Tanh MulConstant "
-        "TotalVariation"
-    ).split()
-)
-CONTAINERS = frozenset({"nn.Sequential", "nn.ConcatTable"})
+from .validate import MAX_MODEL_BYTES, SUPPORTED_MODULES, validate_graph, validate_tree
 
 
 @dataclass
@@ -63,22 +52,6 @@ class ModelInfo:
         return "\n".join(lines)
 
 
-def _root_module(checkpoint: object) -> TorchObject:
-    if isinstance(checkpoint, TorchObject):
-        return checkpoint
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), TorchObject):
-        return checkpoint["model"]
-    raise torch7.Torch7Error("no nn module at the root of the file (expected {model = ...})")
-
-
-def _walk(module: TorchObject, found: list[TorchObject]) -> None:
-    found.append(module)
-    for child in module.children:
-        if not isinstance(child, TorchObject):
-            raise torch7.Torch7Error(f"{module.class_name} holds a {type(child).__name__}")
-        _walk(child, found)
-
-
 def inspect_model(path: str | os.PathLike) -> ModelInfo:
     """Read and check a `.t7` model; raise :class:`ModelError` naming the file if it is unusable."""
     path = Path(path)
@@ -92,17 +65,13 @@ def inspect_model(path: str | os.PathLike) -> ModelInfo:
 
 
 def inspect_checkpoint(checkpoint: object, path: Path) -> tuple[ModelInfo, TorchObject]:
-    """Check a loaded `.t7` checkpoint (read from ``path``); return what it is and its
-    network. Raises :class:`ModelError` naming the file if it is unusable."""
+    """Check a loaded `.t7` checkpoint (read from ``path``) with
+    :func:`cvstyle.validate.validate_tree`; return what it is and its network. Raises
+    :class:`ModelError` naming the file if it is unusable."""
     try:
-        root = _root_module(checkpoint)
-        modules: list[TorchObject] = []
-        _walk(root, modules)
-    except torch7.Torch7Error as error:
+        modules = [module for _, module in validate_tree(checkpoint)]
+    except ModelError as error:
         raise ModelError(f"{path}: {error}") from None
-    unsupported = sorted({m.class_name for m in modules} - SUPPORTED_MODULES)
-    if unsupported:
-        raise ModelError(f"{path}: module types OpenCV cannot run: {', '.join(unsupported)}")
     names = [m.class_name for m in modules]
     family = (
         "instance_norm" if "nn.InstanceNormalization" in names
@@ -117,7 +86,7 @@ def inspect_checkpoint(checkpoint: object, path: Path) -> tuple[ModelInfo, Torch
     )
     opt = checkpoint.get("opt") if isinstance(checkpoint, dict) else None
     arch = opt.get("arch") if isinstance(opt, dict) and isinstance(opt.get("arch"), str) else None
-    return ModelInfo(path, family, names, int(parameters), arch, path.stat().st_size), root
+    return ModelInfo(path, family, names, int(parameters), arch, path.stat().st_size), modules[0]
 
 
 def describe(path: str | os.PathLike, input_format: str | None = None) -> str:
@@ -142,86 +111,6 @@ def model_family(path: str | os.PathLike) -> str:
 
 def is_onnx(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".onnx"
-
-
-# TensorProto.DataType numbers, for the element types a style network's inputs may have.
-_ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64", 16: "bfloat16"}
-
-
-class _ProtoError(ValueError):
-    pass
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise _ProtoError("a varint runs past the end")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of each field of one protobuf message: an int for varints
-    (and fixed-width fields), the bytes for length-delimited ones."""
-    pos = 0
-    while pos < len(data):
-        key, pos = _varint(data, pos)
-        number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _ProtoError("field number 0")
-        if wire == 0:
-            value, pos = _varint(data, pos)
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            value, pos = int.from_bytes(data[pos : pos + width], "little"), pos + width
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            value, pos = data[pos : pos + length], pos + length
-        else:
-            raise _ProtoError(f"wire type {wire}")
-        if pos > len(data):
-            raise _ProtoError("a field runs past the end")
-        yield number, value
-
-
-def _text(value: int | bytes) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _ints(value: int | bytes) -> list[int]:
-    """A repeated int64 field's entries, packed or not."""
-    if isinstance(value, int):
-        return [value]
-    numbers, pos = [], 0
-    while pos < len(value):
-        number, pos = _varint(value, pos)
-        numbers.append(number - (1 << 64) if number >= 1 << 63 else number)
-    return numbers
-
-
-def _value_info(data: bytes) -> str:
-    """``name type [dims]`` of a ValueInfoProto; symbolic dims by name, unknown ones as ?."""
-    name, kind, dims = "", "?", []
-    for number, value in _fields(data):
-        if number == 1:
-            name = _text(value)
-        elif number == 2 and isinstance(value, bytes):  # TypeProto
-            for tn, tv in _fields(value):
-                if tn == 1 and isinstance(tv, bytes):  # tensor_type
-                    for fn, fv in _fields(tv):
-                        if fn == 1:
-                            kind = _ONNX_TYPES.get(fv, f"type {fv}")
-                        elif fn == 2 and isinstance(fv, bytes):  # shape
-                            for dn, dv in _fields(fv):
-                                if dn == 1 and isinstance(dv, bytes):
-                                    dim = dict(_fields(dv))
-                                    dims.append(str(dim[1]) if 1 in dim else _text(dim[2]) if 2 in dim else "?")
-    return f"{name} {kind} [{', '.join(dims)}]"
 
 
 @dataclass
@@ -263,50 +152,28 @@ class OnnxInfo:
 
 
 def inspect_onnx(path: str | os.PathLike) -> OnnxInfo:
-    """Read an ONNX model's header and graph outline; :class:`ModelError` naming the file
-    if it is not an ONNX model (not a protobuf ModelProto with a graph)."""
+    """Read and check an ONNX model (see :func:`cvstyle.validate.validate_graph`) and
+    outline it; :class:`ModelError` naming the file if it is unusable."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_MODEL_BYTES + 1)
     except OSError as error:
         raise ModelError(f"{path}: cannot read the model ({error.strerror or error})") from None
-    info = OnnxInfo(path, len(data), 0, "", {}, [], [])
-    graph = None
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: larger than {MAX_MODEL_BYTES >> 20} MiB")
     try:
-        for number, value in _fields(data):
-            if number == 1 and isinstance(value, int):
-                info.ir_version = value
-            elif number == 2 and isinstance(value, bytes):
-                info.producer = _text(value)
-            elif number == 7 and isinstance(value, bytes):
-                graph = value
-            elif number == 8 and isinstance(value, bytes):
-                opset = dict(_fields(value))
-                info.opsets[_text(opset.get(1, b""))] = int(opset.get(2, 0))
-        if graph is None or not info.ir_version:
-            raise _ProtoError("no graph" if info.ir_version else "no IR version")
-        initializers = set()
-        for number, value in _fields(graph):
-            if number == 1 and isinstance(value, bytes):  # NodeProto
-                info.ops += [_text(v) for n, v in _fields(value) if n == 4]
-            elif number == 5 and isinstance(value, bytes):  # TensorProto
-                dims, name = [], ""
-                for n, v in _fields(value):
-                    if n == 1:
-                        dims += _ints(v)
-                    elif n == 8:
-                        name = _text(v)
-                initializers.add(name)
-                count = 1
-                for dim in dims:
-                    count *= dim
-                info.parameters += count
-            elif number in (11, 12) and isinstance(value, bytes):
-                described = _value_info(value)
-                if number == 12:
-                    info.outputs.append(described)
-                elif described.split(" ")[0] not in initializers:  # old exporters list weights too
-                    info.inputs.append(described)
-    except _ProtoError as error:
-        raise ModelError(f"{path}: not an ONNX model ({error})") from None
-    return info
+        model = validate_graph(read_model(data))
+    except ModelError as error:
+        raise ModelError(f"{path}: {error}") from None
+    initializers = {tensor.name for tensor in model.initializers}
+    parameters = 0
+    for tensor in model.initializers:
+        parameters += tensor.stored
+    return OnnxInfo(
+        path, len(data), model.ir_version, model.producer, dict(model.opsets),
+        # Old exporters list the weights among the inputs too.
+        [info.describe() for info in model.inputs if info.name not in initializers],
+        [info.describe() for info in model.outputs],
+        [quote(node.op_type, 40) for node in model.nodes], parameters,
+    )

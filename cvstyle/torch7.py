@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import ModelError
+from .errors import ModelError, quote
 
 # Type tags of torch/File.lua.
 TYPE_NIL = 0
@@ -27,8 +27,13 @@ TYPE_TABLE = 3
 TYPE_TORCH = 4
 TYPE_BOOLEAN = 5
 
-MAX_DEPTH = 200  # real checkpoints nest about 12 levels deep
+# Limits of the reader (the README's Reliability section lists them): a published
+# checkpoint is about 7 MB, nests 12 levels deep and holds about 3,000 objects.
+MAX_FILE_BYTES = 1 << 30
+MAX_DEPTH = 200
 MAX_OBJECTS = 1_000_000
+MAX_CLASS_NAME = 200
+MAX_TENSOR_DIMS = 8
 
 _TENSOR_DTYPES = {
     "torch.FloatTensor": np.float32,
@@ -176,12 +181,12 @@ class _Reader:
             try:
                 version = int(head[2:])
             except ValueError:
-                raise Torch7Error(f"bad class version {head!r}") from None
+                raise Torch7Error(f"bad class version {quote(repr(head), 60)}") from None
             class_name = self.string()
         else:
             version, class_name = 0, head
-        if not class_name or len(class_name) > 200 or not class_name.isprintable():
-            raise Torch7Error(f"bad class name {class_name[:40]!r}")
+        if not class_name or len(class_name) > MAX_CLASS_NAME or not class_name.isprintable():
+            raise Torch7Error(f"bad class name {quote(repr(class_name), 60)}")
         if class_name in _TENSOR_DTYPES:
             tensor = self._tensor(class_name, depth)
             self.memo[index] = tensor
@@ -200,7 +205,7 @@ class _Reader:
 
     def _tensor(self, class_name: str, depth: int) -> np.ndarray:
         ndim = self.int32("a tensor's dimension count")
-        if not 0 <= ndim <= 8:
+        if not 0 <= ndim <= MAX_TENSOR_DIMS:
             raise Torch7Error(f"{class_name} with {ndim} dimensions")
         sizes = [self.int64("a tensor size") for _ in range(ndim)]
         strides = [self.int64("a tensor stride") for _ in range(ndim)]
@@ -264,7 +269,10 @@ def loads(data: bytes) -> Any:
 def load(path) -> Any:
     """Read the Torch7 file at ``path``; see :func:`loads`."""
     with open(path, "rb") as handle:
-        return loads(handle.read())
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise Torch7Error(f"larger than {MAX_FILE_BYTES >> 20} MiB")
+    return loads(data)
 
 
 # ---------------------------------------------------------------- writer

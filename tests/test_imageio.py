@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from cvstyle import imageio
+from cvstyle import imageio, quiet
 from cvstyle.errors import ImageError
 from cvstyle.imageio import Picture, decode_image, encode_image, read_image, write_image
 
@@ -472,7 +472,7 @@ def test_default_pixel_limit(monkeypatch):
 
 
 def test_opencv_log_level_restored_after_failure():
-    logging = imageio._cv_logging  # cv2.utils.logging, or cv2 itself on older 4.x
+    logging = quiet._cv_logging  # cv2.utils.logging, or cv2 itself on older 4.x
     before = logging.getLogLevel()
     with pytest.raises(ImageError):
         decode_image(encode_image(Picture(noise()), ".bmp")[:100], "x.bmp")

@@ -77,7 +77,7 @@ class OnnxRuntimeNetwork:
         ort = _onnxruntime()
         wanted = provider_list(device, ort.get_available_providers())
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no per-node placement chatter
+        options.log_severity_level = 4  # fatal only: cvstyle reports errors in its own one line
         # The memory pattern plans buffers for one input shape; photos and tiles change
         # shape, where it costs memory and gains no speed (docs/benchmarks.md).
         options.enable_mem_pattern = False
