@@ -3,6 +3,7 @@ that keep their messages to one short printable line."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 # A message quotes at most this much of anything it did not write itself (a file's
@@ -40,11 +41,20 @@ def quote(text: object, limit: int = MAX_QUOTE) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+# OpenCV's "OpenCV(5.0.0) /path/file.cpp:80: error: (-215:Assertion failed) what" prefix.
+_OPENCV_PREFIX = re.compile(r"^.*?OpenCV\([^)]*\) \S+: error: \([^)]*\) ")
+
+
 def first_line(error: BaseException | str, default: str = "unknown error", last: bool = False) -> str:
-    """The first (or ``last``) non-empty line of an exception's message, quoted: what a
-    one-line report of a library's multi-line error shows."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return quote(lines[-1] if last else lines[0]) if lines else default
+    """The first (or ``last``) line of an exception's message that says something, quoted:
+    what a one-line report of a library's multi-line error shows. OpenCV's source
+    location prefix is dropped."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip().strip(">").strip()]
+    if not lines:
+        return default
+    with_error = [line for line in lines if "error:" in line]
+    line = (with_error or lines)[-1 if last else 0]
+    return quote(_OPENCV_PREFIX.sub("", line))
 
 
 def unknown_choice(what: str, value: object, choices: Iterable[str], prefix: str = "") -> CvstyleError:

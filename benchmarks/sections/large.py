@@ -1,14 +1,19 @@
-"""Section: 12, 48 and 100 MP photos through ``Stylizer.stylize``, each in its own
-subprocess so that its peak resident memory is its own."""
+"""Section: 12, 48 and 100 MP photos through ``Stylizer.stylize`` under a 1.5 GiB memory
+budget, each in its own subprocess so that its peak resident memory is its own; exact
+statistics against the estimate (time and grey levels) for instance_norm."""
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
+import threading
 from pathlib import Path
+
+import numpy as np
 
 from harness import REFERENCE, Context, fmt_size, log, peak_rss_mib, photo, table, timed
 from project import engine_text
@@ -16,94 +21,116 @@ from sections.forward import forward_seconds
 
 TITLE = "Large photos: 12, 48 and 100 MP"
 DRIVER = Path(__file__).resolve().parent.parent / "bench.py"
-DEFAULT = "default"  # the project's own choice of statistics
+BUDGET = "1.5G"
+EQUALITY_SIZE = (2403, 1801)  # 4.3 MP: one untiled pass still fits this machine's memory
+
+
+def _watch_folder(folder: Path, peak: list[int], stop: threading.Event) -> None:
+    """Record the largest total size of the files in ``folder`` (the spilled activations)."""
+    while not stop.wait(0.2):
+        total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        peak[0] = max(peak[0], total)
 
 
 def child(arguments: list[str]) -> None:
-    """In the subprocess (MODEL WIDTH HEIGHT REPEAT ENGINE MODE): stylize one photo made
-    in memory with statistics MODE (``default``: the project's choice), print JSON with
-    the times, the peak RSS and the steps stylize reported progress for."""
+    """In the subprocess (MODEL WIDTH HEIGHT ENGINE STATISTICS TILE MAX_MEMORY OUT):
+    stylize one photo made in memory, print JSON with the time, the peak RSS, the
+    progress steps and the peak temporary disk use; save the result to OUT unless '-'."""
     from cvstyle import Stylizer
 
-    model, width, height, repeat, engine, mode = arguments
+    model, width, height, engine, mode, tile, budget, out = arguments
     stylizer = Stylizer(model, device="cpu", engine=engine)
     image = photo((int(width), int(height)))
-    options = {} if mode == DEFAULT else {"statistics": mode}
-    steps = [0]
-
-    def progress(done: int, total: int, *stage) -> None:
-        steps[0] = total
-
+    steps, disk, stop = [0], [0], threading.Event()
+    watcher = threading.Thread(target=_watch_folder, args=(Path(os.environ["CVSTYLE_TMP"]), disk, stop))
+    watcher.start()
     before = peak_rss_mib()
-    times = [timed(stylizer.stylize, image, progress=progress, **options)[0] for _ in range(int(repeat))]
-    peak = peak_rss_mib()
-    print(json.dumps({"seconds": times, "peak_mib": peak, "before_mib": before, "steps": steps[0],
-                      "engine": stylizer.engine}))
+    seconds, result = timed(
+        stylizer.stylize, image, statistics=mode, tile=tile, max_memory=None if budget == "-" else budget,
+        progress=lambda done, total: steps.__setitem__(0, total),
+    )
+    stop.set()
+    watcher.join()
+    if out != "-":
+        np.save(out, result)
+    print(json.dumps({"seconds": seconds, "peak_mib": peak_rss_mib(), "before_mib": before,
+                      "steps": steps[0], "disk_mib": disk[0] / 2**20, "engine": stylizer.engine}))
 
 
-def run_child(model: Path, size: tuple[int, int], engine: str, repeat: int = 1, mode: str = DEFAULT) -> dict:
-    command = [sys.executable, str(DRIVER), "--child", "large", str(model),
-               str(size[0]), str(size[1]), str(repeat), engine, mode]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
-    wall = time.perf_counter() - start
+def run_child(model: Path, size: tuple[int, int], engine: str, mode: str = "exact", tile: str = "auto",
+              budget: str = BUDGET, out: str = "-") -> dict:
+    command = [sys.executable, str(DRIVER), "--child", "large", str(model), str(size[0]), str(size[1]),
+               engine, mode, tile, budget, out]
+    with tempfile.TemporaryDirectory(prefix="bench-spill-") as spill:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=7200, check=False,
+                              env={**os.environ, "CVSTYLE_TMP": spill})
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        return {"error": f"exit {done.returncode}: {tail}"[:200], "wall": wall}
+        return {"error": f"exit {done.returncode}: {tail}"[:200]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def family_rows(context: Context, family: str, path: Path) -> list[list]:
+def size_rows(context: Context, family: str, path: Path) -> list[list]:
     plan = context.plan
-    megapixels_reference = REFERENCE[0] * REFERENCE[1] / 1e6
-    log(f"large {family} {fmt_size(REFERENCE)} reference")
-    reference = run_child(path, REFERENCE, plan.engine, repeat=3)
-    reference_rate = None
-    if "error" not in reference:
-        reference_rate = statistics.median(reference["seconds"]) / megapixels_reference
-    forward_rate = forward_seconds(context, family, REFERENCE) / megapixels_reference
-    cases = [(size, DEFAULT) for size in (REFERENCE, *plan.large_sizes)]
-    if family == "instance_norm":
-        cases.insert(2, (plan.large_sizes[0], "estimate"))
+    reference_mp = REFERENCE[0] * REFERENCE[1] / 1e6
+    forward_rate = forward_seconds(context, family, REFERENCE) / reference_mp
     rows = []
-    for size, mode in cases:
+    for size in plan.large_sizes:
         megapixels = size[0] * size[1] / 1e6
-        label = fmt_size(size) + ("" if mode == DEFAULT else f" statistics={mode}")
-        if size != REFERENCE:
-            log(f"large {family} {label}")
-        report = reference if size == REFERENCE else run_child(path, size, plan.engine, mode=mode)
+        log(f"large {family} {fmt_size(size)}")
+        report = run_child(path, size, plan.engine)
         if "error" in report:
-            rows.append([family, "-", label, f"{megapixels:.1f}", "-",
-                         f"FAILED ({report['error']})", "-", "-", "-", "-"])
+            rows.append([family, "-", fmt_size(size), f"{megapixels:.1f}", f"FAILED ({report['error']})"] + ["-"] * 5)
             continue
-        seconds = statistics.median(report["seconds"])
-        rate = seconds / megapixels
-        rows.append([
-            family, report["engine"], label, f"{megapixels:.1f}", report["steps"] or "one pass",
-            f"{seconds:.1f}", f"{rate:.2f}",
-            f"{rate / reference_rate:.2f}" if reference_rate else "-",
-            f"{rate / forward_rate:.2f}",
-            f"{report['peak_mib']:.0f} (before: {report['before_mib']:.0f})",
-        ])
+        rate = report["seconds"] / megapixels
+        rows.append([family, report["engine"], fmt_size(size), f"{megapixels:.1f}", report["steps"] or "one pass",
+                     f"{report['seconds']:.1f}", f"{rate:.2f}", f"{rate / forward_rate:.2f}",
+                     f"{report['peak_mib']:.0f}", f"{report['disk_mib']:.0f}"])
     return rows
+
+
+def exact_against_estimate(context: Context, path: Path) -> str:
+    """Interleaved E S S E ... at 12 MP under the budget, then grey levels at 4.3 MP."""
+    plan, size = context.plan, context.plan.large_sizes[0]
+    times: dict[str, list[float]] = {"exact": [], "estimate": []}
+    order = ["estimate", "exact", "exact", "estimate"][: 2 if plan.quick else 4]
+    for mode in order:
+        log(f"large instance_norm {fmt_size(size)} statistics={mode}")
+        report = run_child(path, size, plan.engine, mode=mode)
+        times[mode].append(report.get("seconds", float("nan")))
+    exact, estimate = (statistics.median(times[mode]) for mode in ("exact", "estimate"))
+    with tempfile.TemporaryDirectory() as folder:
+        outputs = {}
+        for label, mode, tile, budget in [("one pass", "exact", "off", "-"), ("exact", "exact", "on", BUDGET),
+                                          ("estimate", "estimate", "on", BUDGET)]:
+            log(f"large instance_norm {fmt_size(EQUALITY_SIZE)} {label}")
+            run_child(path, EQUALITY_SIZE, plan.engine, mode, tile, budget, f"{folder}/{mode}{tile}.npy")
+            outputs[label] = np.load(f"{folder}/{mode}{tile}.npy").astype(int)
+    differences = {label: np.abs(outputs[label] - outputs["one pass"]) for label in ("exact", "estimate")}
+    return (
+        f"instance_norm at {fmt_size(size)} under --max-memory {BUDGET}, runs interleaved "
+        f"({', '.join(order)}): exact {exact:.1f} s, estimate {estimate:.1f} s, ratio "
+        f"{exact / estimate:.2f} (goal <= 1.5). Against one untiled pass at {fmt_size(EQUALITY_SIZE)} "
+        f"(tile off, no budget), tiles forced under the {BUDGET} budget: exact max "
+        f"{differences['exact'].max()} / mean {differences['exact'].mean():.3f} grey levels, estimate max "
+        f"{differences['estimate'].max()} / mean {differences['estimate'].mean():.2f}."
+    )
 
 
 def run(context: Context) -> str:
     plan = context.plan
-    rows = [row for family, path in context.models.items() for row in family_rows(context, family, path)]
-    header = ["family", "engine", "size", "MP", "progress steps", "seconds", "s/MP", "s/MP / 1024x768 stylize",
-              "s/MP / 1024x768 forward", "peak RSS MiB"]
+    rows = [row for family, path in context.models.items() for row in size_rows(context, family, path)]
+    header = ["family", "engine", "size", "MP", "progress steps", "seconds", "s/MP",
+              "s/MP / 1024x768 forward", "peak RSS MiB", "temporary disk MiB"]
+    comparison = exact_against_estimate(context, context.models["instance_norm"]) \
+        if "instance_norm" in context.models else ""
     return (
-        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo)` with default (auto) tiling, each "
-        "case in its own subprocess so that the peak resident memory (VmHWM) is that case's alone; "
-        f"the photo is made in memory (no decoding). The {fmt_size(REFERENCE)} row is the median of 3 "
-        "calls in one process (the first pays network set-up); large rows are one call, set-up "
-        "included. \"before\" is the peak RSS after loading the network and making the photo; the "
-        "last-but-one column divides by the 1024x768 forward of the same engine. Goals: both "
-        "complete, peak RSS <= 1536 MiB, s/MP within 10 % of the 1024x768 figure. Progress steps: "
-        "the total that stylize's progress callback reported (tiles, or the tile passes of a staged "
-        "run; one pass: none). instance_norm is also run once with `statistics=\"estimate\"` "
-        "(statistics measured on a small copy) beside the default (exact)."
-        + ("" if 8000 * 6000 in [w * h for w, h in plan.large_sizes] else " Quick run: 48 and 100 MP skipped.")
-        + "\n\n" + table(header, rows)
+        f"`Stylizer(model{engine_text(plan, api=True)}).stylize(photo, max_memory=\"{BUDGET}\")` with "
+        "default (auto) tiling and exact statistics, each case in its own subprocess so that the "
+        "peak resident memory (VmHWM) is that case's alone; the photo is made in memory (no "
+        "decoding); one call, network set-up included. Temporary disk: the largest total size of "
+        "the spilled activation files, polled every 0.2 s. Goals: every case completes, peak RSS "
+        "<= 1536 MiB. Progress steps: tiles, or tile passes of the staged run."
+        + ("" if len(plan.large_sizes) > 1 else " Quick run: 48 and 100 MP skipped.")
+        + "\n\n" + table(header, rows) + ("\n\n" + comparison if comparison else "")
     )

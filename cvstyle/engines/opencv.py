@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from ..errors import CvstyleError, ModelError, first_line, unknown_choice
-from ..imageio import quiet_opencv
+from ..quiet import quiet_opencv
 
 if TYPE_CHECKING:
     import onnx

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..errors import CvstyleError, ImageError
-from ..imageio import quiet_opencv
+from ..quiet import quiet_opencv
 
 DEFAULT_FPS = 30.0  # when a camera or file does not say its frame rate
 FIRST_FRAME_TIMEOUT = 10.0  # seconds a camera may take to deliver its first frame
