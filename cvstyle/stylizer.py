@@ -164,14 +164,7 @@ class Stylizer:
         tiled = tiling.needs_tiling(bgr, tile, tile_settings)
         used = [i for i, weight in enumerate(self.weights) if weight > 0]
         painted = effects.mix(
-            [
-                self.runners[i](bgr)
-                if not tiled or (tile == "auto" and tiling.fits_one_pass(self.runners[i], self.models[i], bgr, budget))
-                else tiling.stylize_large(
-                    self.runners[i], self.models[i], bgr, tile_settings, statistics, progress, budget
-                )
-                for i in used
-            ],
+            [self._paint(i, bgr, tile if tiled else "off", statistics, tile_settings, progress, budget) for i in used],
             [self.weights[i] for i in used],
         )
         if median_filter:
@@ -184,6 +177,15 @@ class Stylizer:
         if alpha.shape != painted.shape[:2]:
             alpha = cv2.resize(alpha, painted.shape[1::-1], interpolation=cv2.INTER_AREA)
         return np.dstack([painted, alpha])
+
+
+    def _paint(self, index: int, bgr: np.ndarray, tile: str, statistics: str,
+               settings: tiling.TileSettings, progress: Progress | None, budget: int) -> np.ndarray:
+        """One model's painting: in one pass, or in tiles (``tile`` ``off``: no tiles)."""
+        runner, model = self.runners[index], self.models[index]
+        if tile == "off" or (tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget)):
+            return runner(bgr)
+        return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
 
 
 def model_display_name(model: str | os.PathLike) -> str:
