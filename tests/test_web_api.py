@@ -24,8 +24,9 @@ from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
 from cvstyle.stylizer import load_model  # noqa: E402
-from cvstyle.web import create_app, default_models, file_model, running_server  # noqa: E402
-from cvstyle.web.app import JPEG_QUALITY  # noqa: E402
+from cvstyle.web import create_app, default_models, file_model  # noqa: E402
+from cvstyle.web.routes import JPEG_QUALITY  # noqa: E402
+from servers import running_server  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CHELSEA = (SAMPLES / "chelsea.png").read_bytes()  # 451 x 300

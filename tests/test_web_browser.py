@@ -15,7 +15,8 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'cvstyle[web]'")
 from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
 
-from cvstyle.web import create_app, default_models, file_model, running_server  # noqa: E402
+from cvstyle.web import create_app, default_models, file_model  # noqa: E402
+from servers import running_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
