@@ -1,6 +1,7 @@
 """Load test of ``cvstyle serve``: many concurrent uploads on the loopback interface.
 
     python benchmarks/web_load.py [--requests 50] [--workers 2] [--queue-size 8] [--size 512]
+    python benchmarks/web_load.py --decode-bombs 10 [--bomb-size 7000] [--bomb-depth 16]
 
 Starts the real server (``cvstyle serve`` in a child process, on 127.0.0.1 only) with
 an architecture-faithful instance_norm fixture model (the same layers and shapes as the
@@ -9,6 +10,11 @@ bundled cat photo at once, and checks that every one is answered with a JPEG of 
 requested size or a 503 carrying Retry-After: none hangs past ``--timeout``, none is
 lost or fails otherwise. The server's resident memory is sampled throughout. Prints
 throughput, p50/p95 latency and memory; exits 1 if any check fails.
+
+``--decode-bombs N`` sends instead N small PNGs of many large pixels at once (all zero,
+``--bomb-size`` pixels square, RGBA, ``--bomb-depth`` bits a sample: a 7000 px 16-bit
+one is 392 MB of pixels in a 0.4 MB file) and prints the answers and the server's
+memory: what one decompression-bomb attack costs it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +70,11 @@ class MemoryWatch(threading.Thread):
             self.peak = max(self.peak, rss_mb(self.pid))
 
 
-def start_server(args, model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(options: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``cvstyle serve`` on 127.0.0.1 with ``options``, in a child process; its URL."""
     command = [
         sys.executable, "-c", "from cvstyle.cli import run; run()", "serve",
-        "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers),
-        "--queue-size", str(args.queue_size), "--model-file", str(model),
+        "--host", "127.0.0.1", "--port", "0", *options,
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     deadline = time.monotonic() + 30
@@ -122,6 +129,43 @@ async def load(url: str, args, pid: int) -> tuple[list[Outcome], float, MemoryWa
         return outcomes, wall, watch
 
 
+def bomb_png(size: int, depth: int) -> bytes:
+    """An all-zero RGBA PNG, ``size`` pixels square, ``depth`` bits a sample."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + size * 4 * depth // 8)  # filter byte, then the samples
+    body = b"".join(packer.compress(row) for _ in range(size)) + packer.flush()
+    header = size.to_bytes(4, "big") * 2 + bytes([depth, 6, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+async def send_bombs(url: str, args, pid: int) -> tuple[list[int], MemoryWatch]:
+    bomb = bomb_png(args.bomb_size, args.bomb_depth)
+    async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as client:
+        watch = MemoryWatch(pid)
+        watch.start()
+        answers = await asyncio.gather(*(
+            client.post("/api/stylize", files={"image": ("bomb.png", bomb, "image/png")},
+                        data={"model": "sketch", "size": "256"})
+            for _ in range(args.decode_bombs)
+        ), return_exceptions=True)
+        watch.stopped.set()
+    print(f"{args.decode_bombs} PNGs of {args.bomb_size}x{args.bomb_size} RGBA, "
+          f"{args.bomb_depth}-bit ({len(bomb) / 1e3:.0f} kB each) sent at once")
+    outcomes = [
+        f"{a.status_code}: {a.text[:150]}" if isinstance(a, httpx.Response)
+        else f"no answer within {args.timeout:.0f} s ({type(a).__name__})"
+        for a in answers
+    ]
+    for outcome in sorted(set(outcomes)):
+        print(f"  {outcomes.count(outcome)} x {outcome}")
+    print(f"  server memory: {watch.baseline:.0f} MB before, peak {watch.peak:.0f} MB")
+    return [getattr(a, "status_code", None) for a in answers], watch
+
+
 def p50_p95(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -139,12 +183,28 @@ def main() -> int:
     parser.add_argument(
         "--max-rss-growth-mb", type=float, default=400, help="allowed growth of the server's memory"
     )
+    parser.add_argument("--decode-bombs", type=int, default=0, help="send this many PNG bombs instead")
+    parser.add_argument("--bomb-size", type=int, default=7000)
+    parser.add_argument("--bomb-depth", type=int, choices=(8, 16), default=16)
     args = parser.parse_args()
+    if args.decode_bombs:
+        with tempfile.TemporaryDirectory() as temp:
+            server, url = start_server(["--workers", str(args.workers)], Path(temp) / "server.log")
+            try:
+                asyncio.run(send_bombs(url, args, server.pid))
+            finally:
+                server.kill()  # it may be busy decoding for minutes
+                server.wait(10)
+        return 0
 
     with tempfile.TemporaryDirectory() as temp:
         model = write_fixture_model(Path(temp) / "load_fixture.t7", "instance_norm", seed=1)
         log = Path(temp) / "server.log"
-        server, url = start_server(args, model, log)
+        options = [
+            "--workers", str(args.workers), "--queue-size", str(args.queue_size),
+            "--model-file", str(model),
+        ]
+        server, url = start_server(options, log)
         try:
             outcomes, wall, watch = asyncio.run(load(url, args, server.pid))
         finally:

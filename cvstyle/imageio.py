@@ -92,8 +92,15 @@ def read_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> P
     return decode_image(data, name, max_pixels)
 
 
-def decode_image(data: bytes, name: str = "<upload>", max_pixels: int | None = None) -> Picture:
-    """Decode an encoded image held in memory; ``name`` only labels error messages."""
+def decode_image(
+    data: bytes, name: str = "<upload>", max_pixels: int | None = None, max_bytes: int | None = None
+) -> Picture:
+    """Decode an encoded image held in memory; ``name`` only labels error messages.
+
+    ``max_bytes`` bounds the memory the decoded pixels may take (pixels x bytes per
+    pixel, as the header declares them): a small file of large 16-bit pixels is refused
+    before decoding, like one of too many pixels.
+    """
     limit = _pixel_limit(max_pixels)
     if not data:
         raise _error(name, "empty file (0 bytes)")
@@ -103,6 +110,13 @@ def decode_image(data: bytes, name: str = "<upload>", max_pixels: int | None = N
             name,
             f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
             f"{limit:,} (possible decompression bomb; set {MAX_PIXELS_ENV} to allow more)",
+        )
+    decoded_bytes = width * height * _decoded_bytes_per_pixel(kind, data)
+    if max_bytes is not None and decoded_bytes > max_bytes:
+        raise _error(
+            name,
+            f"decoding this {width}x{height} {kind} image would take {decoded_bytes / 1e6:,.1f} MB, "
+            f"above the limit of {max_bytes / 1e6:,.1f} MB (possible decompression bomb)",
         )
     try:
         with quiet_opencv(), library_messages(_is_codec_message) as messages:
@@ -148,6 +162,16 @@ _JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG", "Invalid SOS", "In
 def _is_codec_message(line: str) -> bool:
     """libjpeg's warnings and libpng's errors and warnings, as they print them."""
     return line.startswith((*_JPEG_DAMAGE, "Warning:", "libpng "))
+
+
+def _decoded_bytes_per_pixel(kind: str, data: bytes) -> int:
+    """At most how many bytes a pixel takes once OpenCV decodes it: up to four channels
+    (it expands grey+alpha and palettes to BGRA) of the header's sample size."""
+    if kind == "PNG":
+        return 8 if data[24] == 16 else 4  # IHDR bit depth
+    if kind == "TIFF":
+        return 4 * max(1, -(-_tiff_bits_per_sample(data) // 8))
+    return 3 if kind == "JPEG" else 4
 
 
 def _pixel_limit(max_pixels: int | None) -> int:
@@ -336,6 +360,22 @@ def _tiff_tags(data: bytes) -> dict[int, int]:
         if n == 1 and kind in (3, 4):  # SHORT, LONG
             (tags[tag],) = struct.unpack_from(order + ("H" if kind == 3 else "I"), data, entry + 8)
     return tags
+
+
+def _tiff_bits_per_sample(data: bytes) -> int:
+    """The first BitsPerSample value of a TIFF's first directory (1 when absent)."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, offset)
+        for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+            tag, kind, n = struct.unpack_from(order + "HHI", data, entry)
+            if tag == 258:  # SHORTs: inline up to two, else at an offset
+                (where,) = struct.unpack_from(order + "I", data, entry + 8) if n > 2 else (entry + 8,)
+                return struct.unpack_from(order + "H", data, where)[0]
+    except struct.error:
+        return 64  # unreadable: assume the widest samples
+    return 1
 
 
 def _exif_orientation(exif: bytes) -> int:

@@ -29,6 +29,12 @@ def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
     text = os.fspath(spec)
     if Path(text).is_file():
         return [(text, 1.0)]
+    return split_model_spec(text)
+
+
+def split_model_spec(text: str) -> list[tuple[str, float]]:
+    """The names and weights of ``"candy:0.7+udnie:0.3"``, without looking for files: what
+    :func:`parse_model_spec` does with a spec that is not a file (and a server with any spec)."""
     parts = []
     for part in text.split("+"):
         name, sep, weight = part.rpartition(":")

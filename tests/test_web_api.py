@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the web extra is not installed: pip install 'cvstyle[web]'")
 httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API")
 
-from cvstyle import engines, stylizer  # noqa: E402
+from cvstyle import engines, store, stylizer  # noqa: E402
 from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
@@ -143,7 +143,44 @@ def test_transparent_png_is_painted_over_white(client):
 
 
 def test_unknown_model_is_404(client):
-    assert "unknown model 'candy'" in detail(stylize(client, model="candy"), 404)
+    assert "unknown model 'nothing_like_this'" in detail(stylize(client, model="nothing_like_this"), 404)
+    message = detail(stylize(client, model="la_muse"), 404)  # two families have one
+    assert message == "model name 'la_muse' is ambiguous: use one of eccv16/la_muse, instance_norm/la_muse"
+
+
+# ---------------------------------------------------------------- model specs, as the CLI reads them
+
+
+def test_a_short_name_resolves_as_the_cli_does_with_the_same_409(client):
+    with pytest.raises(ModelError) as cli_error:
+        store.locate_model("candy")  # what `cvstyle apply -m candy` reports
+    assert detail(stylize(client, model="candy"), 409) == str(cli_error.value)
+    assert "instance_norm/candy is not downloaded" in str(cli_error.value)
+    assert client.get("/api/models/udnie/preview.jpg").status_code == 409
+
+
+def test_a_mix_of_styles_is_painted_and_named_like_the_cli(client):
+    sketch = decoded(stylize(client, model="sketch", size=200)).astype(int)
+    wave = decoded(stylize(client, model="test/wave", size=200)).astype(int)
+    response = stylize(client, model="sketch:0.5+test/wave:0.5", size=200)
+    mixed = decoded(response).astype(int)
+    assert np.abs(mixed - (sketch + wave) / 2).mean() < 6  # the average (three JPEGs apart)
+    assert np.abs(mixed - sketch).mean() > 10 and np.abs(mixed - wave).mean() > 10
+    assert 'filename="chelsea_sketch+wave.jpg"' in response.headers["content-disposition"]
+
+
+@pytest.mark.parametrize(
+    "spec, status, expected",
+    [("sketch:0.5+candy:0.5", 409, "model instance_norm/candy is not downloaded"),
+     ("sketch:-1+test/wave:1", 422, "style weights must be zero or positive numbers"),
+     ("sketch:0+test/wave:0", 422, "style weights must not all be zero"),
+     ("sketch:0.5+nothing_like_this:0.5", 404, "unknown model 'nothing_like_this'"),
+     ("sketch+/etc/passwd", 422, "model must be a style name"),
+     ("/etc/passwd:1", 422, "model must be a style name"),
+     ("sketch+../../x", 422, "model must be a style name")],
+)
+def test_mix_errors_are_the_clis_and_a_path_is_never_a_name(client, spec, status, expected):
+    assert expected in detail(stylize(client, model=spec), status)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,10 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 @click.option("--queue-size", type=click.IntRange(min=0), default=8, show_default=True, help="Photos allowed to wait for a worker; more get 503 with Retry-After.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.1), default=20.0, show_default=True, help="Larger uploads get 413.")
 @click.option("--max-size", type=click.IntRange(min=64), default=2048, show_default=True, help="Largest processing size (longer side, pixels).")
+@click.option("--max-image-mb", type=click.FloatRange(min=1), default=200.0, show_default=True, help="Memory one photo's decoded pixels may take (width x height x bytes per pixel); larger photos get 400.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None, help="Open connections held at once (default 1000); past it, those waiting longest without a request are closed.")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, help="Seconds a client has to send a request's head (default 10).")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=None, help="Seconds an upload may pause (default 30).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @engine_option
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
@@ -30,14 +34,16 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 )
 @input_format_option
 def serve_command(
-    host, port, workers, queue_size, max_upload_mb, max_size, device, engine, manifest, model_files,
-    input_format,
+    host, port, workers, queue_size, max_upload_mb, max_size, max_image_mb, max_connections, header_timeout,
+    body_timeout, device, engine, manifest, model_files, input_format,
 ):
     """Serve the browser app: upload a photo, pick a style, download the painting."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (checked first: the web extra is FastAPI and uvicorn)
 
         from ..web import create_app, default_models, file_model
+        from ..web.connections import ConnectionLimits
+        from ..web.server import serve
     except ImportError:
         raise CvstyleError(WEB_EXTRA_MESSAGE) from None
     models = default_models(manifest) + [
@@ -45,9 +51,14 @@ def serve_command(
     ]
     app = create_app(
         models=models, workers=workers, queue_size=queue_size,
-        max_upload_bytes=int(max_upload_mb * 1e6), max_size=max_size, device=device,
+        max_upload_bytes=int(max_upload_mb * 1e6), max_size=max_size,
+        max_image_bytes=int(max_image_mb * 1e6), device=device,
         manifest=manifest, engine=engine,
     )
+    given = {
+        "max_connections": max_connections, "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+    }
+    limits = ConnectionLimits(**{name: value for name, value in given.items() if value is not None})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    # The app logs one line per request itself, with timing; uvicorn's would repeat it.
-    uvicorn.run(app, host=host, port=port, access_log=False, log_config=None)
+    serve(app, host, port, limits)

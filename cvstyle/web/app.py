@@ -22,7 +22,7 @@ from .. import __version__
 from ..engines import ENGINES
 from ..errors import unknown_choice
 from . import page, routes
-from .middleware import RequestLog, UploadLimit
+from .middleware import RequestLog, SecurityHeaders, UploadLimit
 from .models import ModelRegistry, WebModel, default_models
 from .pool import Busy, WorkerPool
 
@@ -39,6 +39,7 @@ def create_app(
     max_upload_bytes: int = 20_000_000,
     max_size: int = 2048,
     max_pixels: int = 50_000_000,
+    max_image_bytes: int = 200_000_000,
     device: str = "auto",
     manifest: str | os.PathLike | None = None,
     engine: str = "auto",
@@ -49,7 +50,9 @@ def create_app(
     threads running jobs; ``queue_size``: jobs allowed to wait for one (then 503).
     ``max_upload_bytes``: larger uploads get 413. ``max_size``: the largest processing
     size (longer side, pixels); larger photos are scaled down to it. ``max_pixels``:
-    larger images are refused before decoding. ``device`` and ``engine`` (``auto``,
+    larger images are refused before decoding. ``max_image_bytes``: so are images whose
+    decoded pixels would take more memory than this (16-bit and alpha samples count
+    in full; the default takes any 8-bit photo under ``max_pixels``). ``device`` and ``engine`` (``auto``,
     ``opencv`` or ``onnxruntime``): where networks run.
     """
     if engine not in ENGINES:  # now, not on every request
@@ -58,7 +61,7 @@ def create_app(
         models if models is not None else default_models(manifest), device, manifest, engine
     )
     pool = WorkerPool(workers, queue_size)
-    limits = routes.Limits(max_upload_bytes, max_size, max_pixels)
+    limits = routes.Limits(max_upload_bytes, max_size, max_pixels, max_image_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +79,7 @@ def create_app(
         UploadLimit, limit=max_upload_bytes + FORM_OVERHEAD_BYTES, message=limits.too_large
     )
     app.add_middleware(RequestLog)
+    app.add_middleware(SecurityHeaders)  # outermost: on every response, errors included
     add_error_handlers(app)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=page.STATIC_DIR), name="static")

@@ -1,4 +1,5 @@
-"""ASGI middleware around the app: the upload size limit and the one-line request log."""
+"""ASGI middleware around the app: security headers, the upload size limit and the
+one-line request log."""
 
 from __future__ import annotations
 
@@ -10,6 +11,40 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("cvstyle.web")
+
+
+# On every response; the page adds its own Content-Security-Policy (which also forbids
+# framing), every other response gets one that only forbids framing.
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+FRAME_POLICY = (b"content-security-policy", b"frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    """The headers that keep browsers from sniffing, framing and leaking referrers, on
+    every response the app sends (errors included)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                headers += [header for header in SECURITY_HEADERS if header[0] not in names]
+                if FRAME_POLICY[0] not in names:
+                    headers.append(FRAME_POLICY)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, secured)
 
 
 class UploadLimit:

@@ -22,12 +22,13 @@ from fastapi.responses import Response
 from .. import __version__
 from ..errors import CvstyleError, ImageError, ModelError
 from ..imageio import Picture, decode_image, encode_image
-from .models import ModelRegistry, WebModel
+from .models import Choice, ModelRegistry
 from .page import PREVIEW_SAMPLE
 from .pool import WorkerPool
 
 MIN_SIZE = 64
 JPEG_QUALITY = 92
+FLATTEN_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Limits:
     max_upload_bytes: int
     max_size: int  # longest processing side, pixels
     max_pixels: int  # larger images are refused before decoding
+    max_image_bytes: int  # so are images whose decoded pixels would take more memory
 
     @property
     def too_large(self) -> str:
@@ -102,18 +104,19 @@ def list_models(shared: Shared) -> list[dict[str, Any]]:
     responses={200: {"content": {"image/jpeg": {}}}},
 )
 async def preview(name: str, shared: Shared) -> Response:
-    model = shared.registry.lookup(name)
+    choice = Choice(((shared.registry.lookup(name), 1.0),))
+    name = choice.name  # a short name shares the full name's preview
     previews = shared.previews
     if name not in previews:  # one task per model, whoever asks while it runs
         previews[name] = asyncio.ensure_future(
-            shared.pool.run(lambda: make_preview(shared.registry, model), admit=False)
+            shared.pool.run(lambda: make_preview(shared.registry, choice), admit=False)
         )
     try:
         data = await asyncio.shield(previews[name])
     except Exception as error:
         previews.pop(name, None)  # a model downloaded later gets its preview then
         if isinstance(error, ModelError):
-            raise HTTPException(409, str(error)) from None
+            raise HTTPException(409, shared.registry.public_message(choice, error)) from None
         raise
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
@@ -136,7 +139,11 @@ def stylize_endpoint(max_size: int) -> Callable[..., Awaitable[Response]]:
         request: Request,
         shared: Shared,
         image: Annotated[UploadFile, File(description="The photo: JPEG, PNG, WebP, BMP or TIFF")],
-        model: Annotated[str, Form(description="A style name from GET /api/models")],
+        model: Annotated[
+            str,
+            Form(description="A style name from GET /api/models (or its short name, as the CLI "
+                 "takes it), or a mix such as sketch:0.5+candy:0.5"),
+        ],
         size: Annotated[
             int | None,
             Form(
@@ -148,7 +155,7 @@ def stylize_endpoint(max_size: int) -> Callable[..., Awaitable[Response]]:
         preserve_colors: Annotated[bool, Form(description="Keep the photo's colours")] = False,
         strength: Annotated[float, Form(ge=0, le=1, description="0 = the photo, 1 = the full style")] = 1.0,
     ) -> Response:
-        chosen = shared.registry.lookup(model)
+        chosen = shared.registry.resolve(model)
         data = await image.read()
         if len(data) > shared.limits.max_upload_bytes:  # the middleware's limit includes the form
             raise HTTPException(413, shared.limits.too_large)
@@ -161,10 +168,10 @@ def stylize_endpoint(max_size: int) -> Callable[..., Awaitable[Response]]:
         except ImageError as error:
             raise HTTPException(400, str(error)) from None
         except ModelError as error:
-            raise HTTPException(409, str(error)) from None
+            raise HTTPException(409, shared.registry.public_message(chosen, error)) from None
         except CvstyleError as error:
-            raise HTTPException(422, str(error)) from None
-        download = download_name(filename, chosen.name)
+            raise HTTPException(422, shared.registry.public_message(chosen, error)) from None
+        download = download_name(filename, chosen.short_name)
         return Response(
             result,
             media_type="image/jpeg",
@@ -178,23 +185,23 @@ def stylize_endpoint(max_size: int) -> Callable[..., Awaitable[Response]]:
 
 
 def paint_upload(
-    shared: Services, model: WebModel, data: bytes, filename: str, size: int | None,
+    shared: Services, choice: Choice, data: bytes, filename: str, size: int | None,
     preserve_colors: bool, strength: float,
 ) -> bytes:
     """The uploaded photo painted and encoded as JPEG; runs on a worker thread."""
     limits = shared.limits
-    picture = decode_image(data, display_name(filename), limits.max_pixels)
+    picture = decode_image(data, display_name(filename), limits.max_pixels, limits.max_image_bytes)
     bgr = flatten(picture)
     longer = min(size or max(bgr.shape[:2]), limits.max_size)
-    painted = shared.registry.stylizer(model).stylize(
+    painted = shared.registry.stylizer(choice).stylize(
         bgr, size=longer, preserve_colors=preserve_colors, strength=strength
     )
     return encode_image(Picture(painted), ".jpg", JPEG_QUALITY)
 
 
-def make_preview(registry: ModelRegistry, model: WebModel) -> bytes:
+def make_preview(registry: ModelRegistry, choice: Choice) -> bytes:
     picture = decode_image(PREVIEW_SAMPLE.read_bytes(), PREVIEW_SAMPLE.name)
-    return encode_image(Picture(registry.stylizer(model).stylize(picture.bgr)), ".jpg", 85)
+    return encode_image(Picture(registry.stylizer(choice).stylize(picture.bgr)), ".jpg", 85)
 
 
 def flatten(picture: Picture) -> np.ndarray:
@@ -202,8 +209,12 @@ def flatten(picture: Picture) -> np.ndarray:
     colour stored under transparent pixels is arbitrary."""
     if picture.alpha is None:
         return picture.bgr
-    alpha = picture.alpha[..., None].astype(np.float32) / 255
-    return np.rint(picture.bgr * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    flat = np.empty_like(picture.bgr)
+    for top in range(0, flat.shape[0], FLATTEN_ROWS):  # in bands: the float copies stay small
+        rows = slice(top, top + FLATTEN_ROWS)
+        alpha = picture.alpha[rows, :, None].astype(np.float32) / 255
+        flat[rows] = np.rint(picture.bgr[rows] * alpha + 255 * (1 - alpha))
+    return flat
 
 
 def display_name(filename: str) -> str:
@@ -211,11 +222,11 @@ def display_name(filename: str) -> str:
     return re.split(r"[\\/]", filename)[-1] or "photo"
 
 
-def download_name(filename: str, model_name: str) -> str:
+def download_name(filename: str, style: str) -> str:
     """``<photo stem>_<style>.jpg``, as ``cvstyle apply`` names its outputs."""
     stem = Path(display_name(filename)).stem[:100]  # a header, not a novel
     stem = "".join(c for c in stem if unicodedata.category(c)[0] != "C" and c not in '"') or "photo"
-    return f"{stem}_{model_name.rpartition('/')[2]}.jpg"
+    return f"{stem}_{style}.jpg"
 
 
 def _ascii(name: str) -> str:
