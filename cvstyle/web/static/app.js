@@ -48,6 +48,53 @@ function buildSizes() {
   select.value = preferred ? String(preferred) : "";
 }
 
+// A family says which of two same-titled styles a tile is (La Muse exists in two).
+const FAMILY_LABELS = { builtin: "built-in", eccv16: "eccv16 family", instance_norm: "instance_norm family" };
+
+function styleTile(model) {
+  const label = document.createElement("label");
+  label.className = "style";
+  label.title = model.title;
+  const radio = document.createElement("input");
+  radio.type = "radio";
+  radio.name = "style";
+  radio.value = model.name;
+  radio.addEventListener("change", updateButton);
+  const preview = document.createElement("div");
+  preview.className = "preview";
+  const img = document.createElement("img");
+  img.src = model.preview;
+  img.alt = `${model.title}: the style on a sample photo`;
+  img.loading = "lazy";
+  img.addEventListener("error", () => img.remove()); // the box's own colour stays
+  preview.append(img);
+  label.append(radio, preview, tileText(model));
+  return label;
+}
+
+function tileText(model) {
+  const text = document.createElement("span");
+  text.className = "name";
+  text.textContent = model.title;
+  const family = document.createElement("small");
+  family.className = "family";
+  family.textContent = FAMILY_LABELS[model.family] || model.family;
+  const wrapper = document.createElement("span");
+  wrapper.className = "text";
+  wrapper.append(text, family);
+  return wrapper;
+}
+
+// Not downloaded: no radio, and the command that an administrator runs to add it.
+function unavailableTile(model) {
+  const item = document.createElement("li");
+  item.className = "style missing";
+  const command = document.createElement("code");
+  command.textContent = `cvstyle fetch-models ${model.name}`;
+  item.append(tileText(model), command);
+  return item;
+}
+
 function renderGallery(models) {
   const gallery = $("gallery");
   gallery.replaceChildren();
@@ -55,37 +102,13 @@ function renderGallery(models) {
     gallery.textContent = "This server offers no styles.";
     return;
   }
-  // Styles that can be used first; the rest, greyed out, show what could be downloaded.
-  const ordered = [...models].sort((a, b) => Number(b.available) - Number(a.available));
-  for (const model of ordered) {
-    const label = document.createElement("label");
-    label.className = "style";
-    label.title = model.available ? model.title : `${model.title}: not downloaded on this server`;
-    const radio = document.createElement("input");
-    radio.type = "radio";
-    radio.name = "style";
-    radio.value = model.name;
-    radio.disabled = !model.available;
-    radio.addEventListener("change", updateButton);
-    const preview = document.createElement("div");
-    preview.className = "preview";
-    if (model.available) {
-      const img = document.createElement("img");
-      img.src = model.preview;
-      img.alt = "";
-      img.loading = "lazy";
-      img.addEventListener("error", () => img.remove()); // the box's own colour stays
-      preview.append(img);
-    } else {
-      preview.textContent = "not downloaded";
-    }
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = model.title;
-    label.append(radio, preview, name);
-    gallery.append(label);
-  }
-  const first = gallery.querySelector("input:not(:disabled)");
+  // Styles that can be used first; the rest folded away, each with its fetch command.
+  const missing = models.filter((model) => !model.available);
+  for (const model of models.filter((model) => model.available)) gallery.append(styleTile(model));
+  $("unavailable").replaceChildren(...missing.map(unavailableTile));
+  $("more-styles-summary").textContent = `${missing.length} more styles, not downloaded on this server`;
+  $("more-styles").hidden = !missing.length;
+  const first = gallery.querySelector("input");
   if (first) first.checked = true;
   updateButton();
 }
@@ -110,14 +133,21 @@ function choosePhoto(file) {
   state.photo = file;
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = URL.createObjectURL(file);
+  $("original-figure").hidden = true; // shown once the browser can draw it
   $("original").src = state.originalUrl;
   $("drop-text").textContent = file.name;
   $("drop-hint").textContent = `${formatBytes(file.size)}. Choose or drop another to change it.`;
+  clearResult();
+  $("compare").hidden = false;
+  updateButton();
+}
+
+// No empty or stale picture stays on screen: the figure is hidden until a result loads.
+function clearResult() {
+  $("result-figure").hidden = true;
   $("result").removeAttribute("src");
   $("download").hidden = true;
   $("result-caption").textContent = "Result";
-  $("compare").hidden = false;
-  updateButton();
 }
 
 function setProgress(message, fraction) {
@@ -175,6 +205,7 @@ function paint() {
   });
   xhr.addEventListener("load", async () => {
     finish();
+    clearResult();
     if (xhr.status === 200) {
       showResult(xhr.response, xhr.getResponseHeader("Content-Disposition"), started);
     } else {
@@ -216,6 +247,8 @@ function showResult(blob, disposition, started) {
     const seconds = elapsed.toFixed(elapsed < 1 ? 2 : 1);
     $("result-caption").textContent =
       `${result.naturalWidth}\u00d7${result.naturalHeight}, ${formatBytes(blob.size)}, ${seconds} s`;
+    $("result-figure").hidden = false;
+    $("result-figure").scrollIntoView({ block: "start" }); // below the fold on most screens
   }, { once: true });
 }
 
@@ -232,6 +265,9 @@ function setUpDrop() {
     choosePhoto(event.dataTransfer.files[0]);
   });
   $("file").addEventListener("change", (event) => choosePhoto(event.target.files[0]));
+  $("original").addEventListener("load", () => { $("original-figure").hidden = false; });
+  // Not a picture the browser can draw (the server will say what is wrong with it).
+  $("original").addEventListener("error", () => { $("original-figure").hidden = true; });
 }
 
 async function start() {
