@@ -218,7 +218,7 @@ def test_every_control_works_from_the_keyboard_with_a_visible_focus(page: Page):
 
     page.locator("#file").focus()
     with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
+        page.keyboard.press("Space")
     chooser.value.set_files(SAMPLES / "chelsea.png")
     page.locator("#gallery input").first.focus()
     page.keyboard.press("ArrowRight")  # the next style
