@@ -166,6 +166,17 @@ async def send_bombs(url: str, args, pid: int) -> tuple[list[int], MemoryWatch]:
     return [getattr(a, "status_code", None) for a in answers], watch
 
 
+def run_bombs(args) -> int:
+    with tempfile.TemporaryDirectory() as temp:
+        server, url = start_server(["--workers", str(args.workers)], Path(temp) / "server.log")
+        try:
+            asyncio.run(send_bombs(url, args, server.pid))
+        finally:
+            server.kill()  # it may be busy decoding for minutes
+            server.wait(10)
+    return 0
+
+
 def p50_p95(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -188,14 +199,7 @@ def main() -> int:
     parser.add_argument("--bomb-depth", type=int, choices=(8, 16), default=16)
     args = parser.parse_args()
     if args.decode_bombs:
-        with tempfile.TemporaryDirectory() as temp:
-            server, url = start_server(["--workers", str(args.workers)], Path(temp) / "server.log")
-            try:
-                asyncio.run(send_bombs(url, args, server.pid))
-            finally:
-                server.kill()  # it may be busy decoding for minutes
-                server.wait(10)
-        return 0
+        return run_bombs(args)
 
     with tempfile.TemporaryDirectory() as temp:
         model = write_fixture_model(Path(temp) / "load_fixture.t7", "instance_norm", seed=1)

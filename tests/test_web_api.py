@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,16 +17,14 @@ pytest.importorskip("fastapi", reason="the web extra is not installed: pip insta
 httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API")
 
 from cvstyle import engines, store, stylizer  # noqa: E402
-from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import CvstyleError, ModelError  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
 from cvstyle.stylizer import load_model  # noqa: E402
 from cvstyle.web import create_app, default_models, file_model  # noqa: E402
 from cvstyle.web.routes import JPEG_QUALITY  # noqa: E402
 from servers import running_server  # noqa: E402
+from web_helpers import SAMPLES, decoded, detail, stylize  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-CHELSEA = (SAMPLES / "chelsea.png").read_bytes()  # 451 x 300
 MAX_UPLOAD = 1_000_000
 MAX_SIZE = 400
 
@@ -63,27 +58,6 @@ def server(store_home, wave_model, eccv16_model) -> Iterator[str]:
 def client(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server, timeout=60) as client:
         yield client
-
-
-def stylize(client: httpx.Client, image: bytes = CHELSEA, name: str = "chelsea.png", **fields):
-    form = {key: str(value) for key, value in {"model": "test/wave", **fields}.items()}
-    return client.post("/api/stylize", files={"image": (name, image, "image/png")}, data=form)
-
-
-def decoded(response) -> np.ndarray:
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "image/jpeg"
-    image = cv2.imdecode(np.frombuffer(response.content, np.uint8), cv2.IMREAD_COLOR)
-    assert image is not None
-    return image
-
-
-def detail(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    message = response.json()["detail"]
-    assert isinstance(message, str) and "\n" not in message
-    return message
 
 
 # ---------------------------------------------------------------- success
@@ -416,39 +390,3 @@ def test_concurrent_uploads_each_get_an_image_or_503(store_home, wave_model):
         assert all(image.shape == (85, 128, 3) for image in painted)
         assert all(int(response.headers["Retry-After"]) >= 1 for response in refused)
         assert client.get("/health").json()["pending"] == 0
-
-
-# ---------------------------------------------------------------- cvstyle serve
-
-
-def test_serve_starts_the_app_on_loopback(store_home, wave_model, tmp_path):
-    log = tmp_path / "serve.log"
-    command = [
-        sys.executable, "-c", "from cvstyle.cli import run; run()", "serve", "--port", "0",
-        "--workers", "1", "--model-file", str(wave_model), "--engine", "opencv",
-    ]
-    with log.open("w") as stderr:
-        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-    try:
-        deadline = time.monotonic() + 30
-        while not (found := re.search(r"running on (http://127\.0\.0\.1:\d+)", log.read_text())):
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        with httpx.Client(base_url=found.group(1), timeout=60) as client:
-            assert client.get("/health").json()["workers"] == 1
-            assert "local/wave" in [model["name"] for model in client.get("/api/models").json()]
-            decoded(stylize(client, model="local/wave", size=64))
-    finally:
-        server.terminate()
-        server.wait(10)
-    request_line = r"cvstyle\.web 127\.0\.0\.1 POST /api/stylize 200 \d+ms model=local/wave size=64"
-    assert len(re.findall(request_line, log.read_text())) == 1
-    assert log.read_text().count("cvstyle.web model local/wave loaded: opencv on cpu") == 1
-
-
-def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
-    assert main(["serve"]) == 1
-    assert capsys.readouterr().err == (
-        "cvstyle: error: the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'\n"
-    )

@@ -1,5 +1,6 @@
-"""The web server against hostile clients: paths in errors, security headers, idle and
-half-sent connections, exhausted file descriptors, decompression bombs."""
+"""The server around the app: ``cvstyle serve``, and hostile clients (paths in errors,
+security headers, idle and half-sent connections, exhausted file descriptors,
+decompression bombs)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is needed to test the web API
 
 from cvstyle import store  # noqa: E402
 from cvstyle.catalogue import load_catalogue  # noqa: E402
+from cvstyle.cli import main  # noqa: E402
 from cvstyle.errors import ImageError  # noqa: E402
 from cvstyle.imageio import decode_image  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
@@ -32,10 +34,14 @@ from cvstyle.web import create_app, default_models, file_model  # noqa: E402
 from cvstyle.web.connections import ConnectionLimits  # noqa: E402
 from cvstyle.web.server import OneLinePerMinute  # noqa: E402
 from servers import running_server  # noqa: E402
+from web_helpers import decoded, stylize  # noqa: E402
 
-SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-CHELSEA = (SAMPLES / "chelsea.png").read_bytes()
 WAIT = 15  # seconds before a test gives up waiting for the server to act
+
+
+@pytest.fixture
+def wave_model(tmp_path) -> Path:
+    return write_fixture_model(tmp_path / "wave.t7", "instance_norm", 5)
 
 
 @pytest.fixture
@@ -43,12 +49,6 @@ def store_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "cvstyle_home"
     monkeypatch.setenv("CVSTYLE_HOME", str(home))
     return home
-
-
-def stylize(client: httpx.Client, model: str, image: bytes = CHELSEA, name: str = "chelsea.png"):
-    return client.post(
-        "/api/stylize", files={"image": (name, image, "image/png")}, data={"model": model, "size": "96"}
-    )
 
 
 def bomb_png(width: int, height: int, bit_depth: int = 16, colour_type: int = 6) -> bytes:
@@ -81,9 +81,9 @@ def test_error_bodies_name_the_model_never_a_server_path(store_home, tmp_path):
     store.model_path(candy).write_bytes(b"not the model")  # a corrupt download
     with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         answers = {
-            "test/gone": stylize(client, "test/gone"),
-            "test/broken": stylize(client, "test/broken"),
-            "instance_norm/candy": stylize(client, "instance_norm/candy"),
+            "test/gone": stylize(client, model="test/gone", size=96),
+            "test/broken": stylize(client, model="test/broken", size=96),
+            "instance_norm/candy": stylize(client, model="instance_norm/candy", size=96),
             "preview of test/gone": client.get("/api/models/test/gone/preview.jpg"),
             "preview of instance_norm/candy": client.get("/api/models/instance_norm/candy/preview.jpg"),
         }
@@ -110,11 +110,11 @@ def test_every_response_carries_the_security_headers(store_home, instance_norm_m
             "script": client.get("/static/app.js"),
             "openapi": client.get("/openapi.json"),
             "404": client.get("/api/models/nothing/preview.jpg"),
-            "422": stylize(client, "../etc/passwd"),
-            "413": stylize(client, "test/wave", bytes(2_000_000)),
-            "400": stylize(client, "test/wave", b"text"),
+            "422": stylize(client, model="../etc/passwd", size=96),
+            "413": stylize(client, bytes(2_000_000), model="test/wave"),
+            "400": stylize(client, b"text", model="test/wave"),
             "405": client.delete("/health"),
-            "painted": stylize(client, "test/wave"),
+            "painted": stylize(client, model="test/wave", size=96),
         }
     assert responses["painted"].status_code == 200
     for what, response in responses.items():
@@ -274,3 +274,39 @@ def test_the_server_refuses_an_image_over_its_memory_limit(store_home):
         "(possible decompression bomb)"
     )
     assert accepted.status_code == 200
+
+
+# ---------------------------------------------------------------- cvstyle serve
+
+
+def test_serve_starts_the_app_on_loopback(store_home, wave_model, tmp_path):
+    log = tmp_path / "serve.log"
+    command = [
+        sys.executable, "-c", "from cvstyle.cli import run; run()", "serve", "--port", "0",
+        "--workers", "1", "--model-file", str(wave_model), "--engine", "opencv",
+    ]
+    with log.open("w") as stderr:
+        server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"running on (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        with httpx.Client(base_url=found.group(1), timeout=60) as client:
+            assert client.get("/health").json()["workers"] == 1
+            assert "local/wave" in [model["name"] for model in client.get("/api/models").json()]
+            decoded(stylize(client, model="local/wave", size=64))
+    finally:
+        server.terminate()
+        server.wait(10)
+    request_line = r"cvstyle\.web 127\.0\.0\.1 POST /api/stylize 200 \d+ms model=local/wave size=64"
+    assert len(re.findall(request_line, log.read_text())) == 1
+    assert log.read_text().count("cvstyle.web model local/wave loaded: opencv on cpu") == 1
+
+
+def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
+    assert main(["serve"]) == 1
+    assert capsys.readouterr().err == (
+        "cvstyle: error: the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'\n"
+    )

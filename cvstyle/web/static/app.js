@@ -51,48 +51,37 @@ function buildSizes() {
 // A family says which of two same-titled styles a tile is (La Muse exists in two).
 const FAMILY_LABELS = { builtin: "built-in", eccv16: "eccv16 family", instance_norm: "instance_norm family" };
 
+// A new element with its class, properties and children.
+function element(tag, properties = {}, ...children) {
+  const made = Object.assign(document.createElement(tag), properties);
+  made.append(...children);
+  return made;
+}
+
 function styleTile(model) {
-  const label = document.createElement("label");
-  label.className = "style";
-  label.title = model.title;
-  const radio = document.createElement("input");
-  radio.type = "radio";
-  radio.name = "style";
-  radio.value = model.name;
+  const radio = element("input", { type: "radio", name: "style", value: model.name });
   radio.addEventListener("change", updateButton);
-  const preview = document.createElement("div");
-  preview.className = "preview";
-  const img = document.createElement("img");
-  img.src = model.preview;
-  img.alt = `${model.title}: the style on a sample photo`;
-  img.loading = "lazy";
+  const img = element("img", {
+    src: model.preview, alt: `${model.title}: the style on a sample photo`, loading: "lazy",
+  });
   img.addEventListener("error", () => img.remove()); // the box's own colour stays
-  preview.append(img);
-  label.append(radio, preview, tileText(model));
-  return label;
+  const preview = element("div", { className: "preview" }, img);
+  return element("label", { className: "style", title: model.title }, radio, preview, tileText(model));
 }
 
 function tileText(model) {
-  const text = document.createElement("span");
-  text.className = "name";
-  text.textContent = model.title;
-  const family = document.createElement("small");
-  family.className = "family";
-  family.textContent = FAMILY_LABELS[model.family] || model.family;
-  const wrapper = document.createElement("span");
-  wrapper.className = "text";
-  wrapper.append(text, family);
-  return wrapper;
+  const family = FAMILY_LABELS[model.family] || model.family;
+  return element(
+    "span", { className: "text" },
+    element("span", { className: "name", textContent: model.title }),
+    element("small", { className: "family", textContent: family }),
+  );
 }
 
 // Not downloaded: no radio, and the command that an administrator runs to add it.
 function unavailableTile(model) {
-  const item = document.createElement("li");
-  item.className = "style missing";
-  const command = document.createElement("code");
-  command.textContent = `cvstyle fetch-models ${model.name}`;
-  item.append(tileText(model), command);
-  return item;
+  const command = element("code", { textContent: `cvstyle fetch-models ${model.name}` });
+  return element("li", { className: "style missing" }, tileText(model), command);
 }
 
 function renderGallery(models) {
