@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from .connections import ConnectionLimits, bounded_protocol
+
+try:
+    import resource
+except ImportError:  # Windows: no soft limit on sockets to raise
+    resource = None
 
 log = logging.getLogger("cvstyle.web")
 
@@ -37,6 +41,8 @@ def file_limit_for(limits: ConnectionLimits) -> ConnectionLimits:
     Raises the soft limit as far as the hard limit allows; lowers the cap (with a
     warning) only if that is not enough.
     """
+    if resource is None:
+        return limits
     needed = limits.max_connections + limits.backlog + FILE_RESERVE
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
