@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,17 +27,27 @@ def write_atomically(target: str | os.PathLike, data: bytes | Callable[[BinaryIO
     would make it private to its owner). OSError propagates; the temporary file is
     removed on any failure, KeyboardInterrupt included.
     """
-    target = Path(target)
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
+    with temporary_sibling(target) as temporary:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with open(descriptor, "wb") as out:
             if callable(data):
                 data(out)
             else:
                 out.write(data)
-            out.flush()
-            os.fsync(out.fileno())  # on disk before the rename makes it visible
+
+
+@contextlib.contextmanager
+def temporary_sibling(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path in ``target``'s folder for the block to write (for writers that
+    open files by name, such as FFmpeg's); when the block succeeds the file is synced
+    and renamed over ``target``, on any failure (KeyboardInterrupt included) removed.
+    """
+    target = Path(target)
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())  # on disk before the rename makes it visible
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,0 +1,126 @@
+"""Temporal stabilisation: consecutive painted frames made consistent along the motion.
+
+Each painted frame is blended with the previous *result*, warped to the current frame
+by dense optical flow (DIS) measured between the original frames, wherever that flow
+is reliable: forward and backward flow agree and the warped previous original matches
+the current one. Elsewhere (occlusions, things entering the picture) the frame keeps its
+own painting. When little of the frame is reliable the scene has changed (a cut): the
+frame is repainted from scratch and nothing of the previous scene is carried over.
+
+Motion is estimated from the originals alone (:class:`MotionEstimator`), so it can run
+ahead of the network in another thread; :func:`blend` then needs only the painted frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Weight of the warped previous result where the flow is reliable: the recursive blend
+# averages about 1 / (1 - BLEND) frames along each motion path.
+BLEND = 0.75
+# Forward-backward check (Sundaram et al. 2010): |fw + bw|^2 <= a (|fw|^2 + |bw|^2) + b.
+CONSISTENCY_RELATIVE = 0.01
+CONSISTENCY_ABSOLUTE = 0.5  # pixels^2
+# Grey levels between the current original and the warped previous one (both blurred
+# to ignore sensor noise) above which a pixel is treated as newly seen.
+PHOTOMETRIC_TOLERANCE = 12.0
+# Below this fraction of reliable pixels the frame is a new scene.
+CUT_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Motion:
+    """Where each pixel of the current frame was in the previous one, and how much of
+    the previous result to keep there (0 where the flow is not reliable)."""
+
+    map_x: np.ndarray  # H x W float32
+    map_y: np.ndarray
+    weight: np.ndarray  # H x W x 1 float32 in [0, BLEND]
+    reliable_fraction: float
+
+
+class MotionEstimator:
+    """Call with each original frame (BGR, all the same size) in order; returns the
+    :class:`Motion` from the previous frame, or None for the first frame and after a cut."""
+
+    def __init__(self, blend: float = BLEND, preset: int = cv2.DISOPTICAL_FLOW_PRESET_FAST):
+        self.blend = blend
+        self.flow = cv2.DISOpticalFlow.create(preset)
+        self.previous: np.ndarray | None = None
+        self.grid: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, bgr: np.ndarray) -> Motion | None:
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        previous, self.previous = self.previous, gray
+        if previous is None or previous.shape != gray.shape:
+            return None
+        if self.grid is None or self.grid[0].shape != gray.shape:
+            height, width = gray.shape
+            self.grid = tuple(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
+        grid_x, grid_y = self.grid
+        backward = self.flow.calc(gray, previous, None)  # current pixel -> previous frame
+        forward = self.flow.calc(previous, gray, None)
+        map_x = grid_x + backward[..., 0]
+        map_y = grid_y + backward[..., 1]
+        reliable = _consistent(backward, forward, map_x, map_y) & _inside(map_x, map_y)
+        reliable &= _same_content(gray, previous, map_x, map_y)
+        fraction = float(np.count_nonzero(reliable)) / reliable.size
+        if fraction < CUT_FRACTION:
+            return None
+        # Shrink then soften the reliable region, so that its edges (where flow errors
+        # gather, at occlusion boundaries) take little of the previous frame.
+        mask = cv2.erode(reliable.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+        weight = cv2.GaussianBlur(mask, (5, 5), 0) * self.blend
+        return Motion(map_x, map_y, weight[..., None], fraction)
+
+    def reset(self) -> None:
+        self.previous = None
+
+
+def _consistent(backward, forward, map_x, map_y) -> np.ndarray:
+    forward_there = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    mismatch = np.sum((backward + forward_there) ** 2, axis=2)
+    scale = np.sum(backward**2, axis=2) + np.sum(forward_there**2, axis=2)
+    return mismatch <= CONSISTENCY_RELATIVE * scale + CONSISTENCY_ABSOLUTE
+
+
+def _inside(map_x, map_y) -> np.ndarray:
+    height, width = map_x.shape
+    return (map_x >= 0) & (map_x <= width - 1) & (map_y >= 0) & (map_y <= height - 1)
+
+
+def _same_content(gray, previous, map_x, map_y) -> np.ndarray:
+    warped = cv2.remap(previous, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    difference = cv2.absdiff(cv2.GaussianBlur(gray, (5, 5), 0), cv2.GaussianBlur(warped, (5, 5), 0))
+    return difference <= PHOTOMETRIC_TOLERANCE
+
+
+def blend(motion: Motion | None, previous: np.ndarray | None, painted: np.ndarray) -> np.ndarray:
+    """The stabilised frame: ``painted`` blended with ``previous`` (the last stabilised
+    frame) warped by ``motion``; ``painted`` itself for the first frame and after a cut."""
+    if motion is None or previous is None or previous.shape != painted.shape:
+        return painted
+    warped = cv2.remap(previous, motion.map_x, motion.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    current = painted.astype(np.float32)
+    mixed = current + motion.weight * (warped.astype(np.float32) - current)
+    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+class Stabilizer:
+    """Both steps in one object, for frame loops that paint and stabilise in one place
+    (``live``): ``stabilizer(original, painted) -> stabilised``."""
+
+    def __init__(self, blend_weight: float = BLEND):
+        self.estimator = MotionEstimator(blend_weight)
+        self.previous: np.ndarray | None = None
+
+    def __call__(self, original: np.ndarray, painted: np.ndarray) -> np.ndarray:
+        self.previous = blend(self.estimator(original), self.previous, painted)
+        return self.previous
+
+    def reset(self) -> None:
+        self.estimator.reset()
+        self.previous = None
