@@ -18,8 +18,12 @@ import numpy as np
 from .errors import CvstyleError, ImageError
 from .imageio import READ_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
+from .video.containers import DEFAULT_SUFFIX as VIDEO_SUFFIX
+from .video.containers import OUTPUT_FORMATS as VIDEO_OUTPUTS
+from .video.containers import VIDEO_EXTENSIONS, is_video
 
 WRITE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+_LISTED_EXTENSIONS = READ_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder contributes
 
 
 def expand_inputs(patterns: Iterable[str | os.PathLike]) -> tuple[list[Path], list["Failure"]]:
@@ -32,9 +36,9 @@ def expand_inputs(patterns: Iterable[str | os.PathLike]) -> tuple[list[Path], li
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            images = sorted(p for p in path.iterdir() if p.suffix.lower() in READ_EXTENSIONS)
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in _LISTED_EXTENSIONS)
             if not images:
-                failures.append(Failure(path, ImageError(f"{path}: no images in this directory")))
+                failures.append(Failure(path, ImageError(f"{path}: no images or videos in this directory")))
             found += images
         elif path.exists():
             found.append(path)
@@ -65,10 +69,25 @@ class Job:
     auto_extension: bool = False
 
     def resolve_target(self, has_alpha: bool) -> Path:
+        return self._with_extension(".png" if has_alpha else ".jpg")
+
+    def resolve_video_target(self) -> Path:
+        return self._with_extension(VIDEO_SUFFIX)
+
+    def _with_extension(self, extension: str) -> Path:
         if self.auto_extension:
-            self.target = self.target.with_name(self.target.name + (".png" if has_alpha else ".jpg"))
+            self.target = self.target.with_name(self.target.name + extension)
             self.auto_extension = False
         return self.target
+
+
+@dataclass
+class VideoSettings:
+    """What only videos take: temporal stabilisation, and a per-frame progress callback
+    ``progress(job, frames done, frames expected or None)``."""
+
+    stabilize: bool = False
+    progress: Callable[[Job, int, int | None], None] | None = None
 
 
 @dataclass
@@ -81,12 +100,13 @@ def plan_outputs(
     sources: list[Path], stylizers: list[Stylizer], output: str | os.PathLike | None
 ) -> list[Job]:
     """One job per (input, model): ``<stem>_<model>.jpg`` in ``output`` (a directory,
-    default the current one; ``.png`` for inputs with transparency), or exactly
-    ``output`` when it names a single image file.
+    default the current one; ``.png`` for inputs with transparency, ``.mp4`` for
+    videos), or exactly ``output`` when it names a single image or video file.
     """
     jobs = len(sources) * len(stylizers)
     out = Path(output) if output is not None else Path.cwd()
-    if output is not None and out.suffix.lower() in WRITE_EXTENSIONS and not out.is_dir():
+    single_file = out.suffix.lower() in WRITE_EXTENSIONS or out.suffix.lower() in VIDEO_OUTPUTS
+    if output is not None and single_file and not out.is_dir():
         if jobs != 1:
             raise CvstyleError(
                 f"-o {out} names one file, but there are {jobs} outputs: give a directory"
@@ -116,20 +136,32 @@ def run_jobs(
     quality: int = 95,
     max_pixels: int | None = None,
     on_done: Callable[[Job, CvstyleError | None], None] = lambda job, error: None,
+    video: VideoSettings | None = None,
 ) -> BatchReport:
-    """Run ``jobs`` in order, each input decoded once, with reads and writes overlapped."""
+    """Run ``jobs`` in order, each input decoded once, with reads and writes overlapped.
+    Inputs whose content is a video are painted frame by frame into a video."""
     options = stylize_options or {}
     report = BatchReport()
+    videos = {job.source for job in jobs if is_video(job.source)}
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool:
         reads: dict[Path, Future] = {}
         writes: list[tuple[Job, Future]] = []
 
         def prefetch(index: int) -> None:
-            if index < len(jobs) and jobs[index].source not in reads:
+            if index < len(jobs) and jobs[index].source not in reads and jobs[index].source not in videos:
                 reads[jobs[index].source] = pool.submit(_read, jobs[index].source, max_pixels)
 
         prefetch(0)
         for index, job in enumerate(jobs):
+            if job.source in videos:
+                prefetch(index + 1)
+                error = _run_video(job, options, quality, video or VideoSettings())
+                if error is None:
+                    report.written.append(job.target)
+                else:
+                    report.failures.append(Failure(job.source, error))
+                on_done(job, error)
+                continue
             picture = reads[job.source].result()
             prefetch(index + 1)
             # Drop decoded photos no later job needs, to bound memory on big folders.
@@ -150,6 +182,27 @@ def run_jobs(
             writes = _collect_writes(writes, report, on_done, wait=False)
         _collect_writes(writes, report, on_done, wait=True)
     return report
+
+
+def _run_video(job: Job, options: dict, quality: int, settings: VideoSettings) -> CvstyleError | None:
+    try:
+        from .video import pipeline
+    except ModuleNotFoundError as missing:
+        if missing.name != "av":
+            raise
+        return ImageError(f"{job.source}: videos need PyAV: pip install -e '.[video]'")
+    frame_options = {key: value for key, value in options.items() if key != "size"}
+    progress = settings.progress
+    try:
+        pipeline.stylize_video(
+            job.source, job.resolve_video_target(),
+            lambda bgr: job.stylizer.stylize(bgr, **frame_options),
+            size=options.get("size"), quality=quality, stabilized=settings.stabilize,
+            progress=(lambda done, total: progress(job, done, total)) if progress else None,
+        )
+    except CvstyleError as error:
+        return error
+    return None
 
 
 def _stylize_picture(stylizer: Stylizer, picture: Picture, options: dict) -> Picture:

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import ImageError, first_line
 from ..files import temporary_sibling
 from ..stylizer import fit_longer_side
 from . import stabilize
@@ -72,15 +73,18 @@ def stylize_video(
     reader = VideoReader(source)
     try:
         with temporary_sibling(target) as temporary:
-            run = _Run(reader, temporary, muxer, quality, stabilized)
+            run = _Run(reader, Path(target), temporary, muxer, quality, stabilized)
             run.execute(paint, size, progress)
     finally:
         reader.close()
 
 
 class _Run:
-    def __init__(self, reader: VideoReader, temporary: Path, muxer: str, quality: int, stabilized: bool):
+    def __init__(
+        self, reader: VideoReader, target: Path, temporary: Path, muxer: str, quality: int, stabilized: bool
+    ):
         self.reader = reader
+        self.target = target
         self.temporary = temporary
         self.muxer = muxer
         self.quality = quality
@@ -161,6 +165,12 @@ class _Run:
         self._put(self.to_network, _END)
 
     def _write(self) -> None:
+        try:
+            self._encode()
+        except (av.FFmpegError, OSError) as error:
+            raise ImageError(f"{self.target}: cannot write the video ({first_line(error)})") from None
+
+    def _encode(self) -> None:
         pending_audio = []
         previous = None
         while (item := self._get(self.to_writer)) is not _END:

@@ -29,6 +29,8 @@ CONSISTENCY_ABSOLUTE = 0.5  # pixels^2
 PHOTOMETRIC_TOLERANCE = 12.0
 # Below this fraction of reliable pixels the frame is a new scene.
 CUT_FRACTION = 0.5
+# Longer side (pixels) at which flow is measured; larger frames are scaled down for it.
+FLOW_SIZE = 320
 
 
 @dataclass(frozen=True)
@@ -50,21 +52,19 @@ class MotionEstimator:
         self.blend = blend
         self.flow = cv2.DISOpticalFlow.create(preset)
         self.previous: np.ndarray | None = None
-        self.grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, bgr: np.ndarray) -> Motion | None:
+        height, width = bgr.shape[:2]
+        scale = min(1.0, FLOW_SIZE / max(height, width))
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        if scale < 1:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         previous, self.previous = self.previous, gray
         if previous is None or previous.shape != gray.shape:
             return None
-        if self.grid is None or self.grid[0].shape != gray.shape:
-            height, width = gray.shape
-            self.grid = tuple(np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)))
-        grid_x, grid_y = self.grid
         backward = self.flow.calc(gray, previous, None)  # current pixel -> previous frame
         forward = self.flow.calc(previous, gray, None)
-        map_x = grid_x + backward[..., 0]
-        map_y = grid_y + backward[..., 1]
+        map_x, map_y = _maps(backward)
         reliable = _consistent(backward, forward, map_x, map_y) & _inside(map_x, map_y)
         reliable &= _same_content(gray, previous, map_x, map_y)
         fraction = float(np.count_nonzero(reliable)) / reliable.size
@@ -74,17 +74,31 @@ class MotionEstimator:
         # gather, at occlusion boundaries) take little of the previous frame.
         mask = cv2.erode(reliable.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
         weight = cv2.GaussianBlur(mask, (5, 5), 0) * self.blend
+        if scale < 1:  # flow is smooth: measured small, applied at full size
+            backward = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR) / scale
+            weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
+            map_x, map_y = _maps(backward)
         return Motion(map_x, map_y, weight[..., None], fraction)
 
     def reset(self) -> None:
         self.previous = None
 
 
+def _maps(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Absolute source coordinates (for cv2.remap) from a displacement field."""
+    height, width = flow.shape[:2]
+    flow_x, flow_y = cv2.split(flow)
+    return flow_x + np.arange(width, dtype=np.float32), flow_y + np.arange(height, dtype=np.float32)[:, None]
+
+
 def _consistent(backward, forward, map_x, map_y) -> np.ndarray:
-    forward_there = cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mismatch = np.sum((backward + forward_there) ** 2, axis=2)
-    scale = np.sum(backward**2, axis=2) + np.sum(forward_there**2, axis=2)
-    return mismatch <= CONSISTENCY_RELATIVE * scale + CONSISTENCY_ABSOLUTE
+    forward_x, forward_y = cv2.split(
+        cv2.remap(forward, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    )
+    backward_x, backward_y = cv2.split(backward)
+    mismatch = cv2.magnitude(backward_x + forward_x, backward_y + forward_y)
+    scale = cv2.magnitude(backward_x, backward_y) ** 2 + cv2.magnitude(forward_x, forward_y) ** 2
+    return mismatch**2 <= CONSISTENCY_RELATIVE * scale + CONSISTENCY_ABSOLUTE
 
 
 def _inside(map_x, map_y) -> np.ndarray:
