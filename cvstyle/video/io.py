@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 ENCODER = "libx264"  # H.264 High profile, yuv420p: what every browser plays from MP4
 PIXEL_FORMAT = "yuv420p"
 PRESET = "medium"
+# swscale's default path darkens every 4:2:0 -> BGR -> 4:2:0 trip by 2-4 grey levels;
+# accurate rounding with full chroma interpolation makes the trip exact on flat colours.
+_FLAGS = av.video.reformatter.Interpolation
+SCALING = _FLAGS.BILINEAR | _FLAGS.ACCURATE_RND | _FLAGS.FULL_CHR_H_INT | _FLAGS.FULL_CHR_H_INP
 # A clip that ends this much before its declared duration was cut short.
 TRUNCATION_TOLERANCE = Fraction(1, 2)  # seconds
 
@@ -71,7 +75,9 @@ class VideoReader:
         try:
             self.container = av.open(self.name, metadata_errors="ignore")
         except av.FFmpegError as error:
-            raise ImageError(f"{self.name}: not a readable video ({_reason(error)})") from None
+            raise ImageError(
+                f"{self.name}: cannot open the video: corrupt, truncated or not a video ({_reason(error)})"
+            ) from None
         try:
             self.stream = _video_stream(self.container, self.name)
         except ImageError:
@@ -129,7 +135,7 @@ class VideoReader:
         if self.colour is None:
             self.colour = _colour(frame)
             self.orientation = _orientation(frame)
-        bgr = frame.to_ndarray(format="bgr24", src_color_range=_range(frame))
+        bgr = frame.to_ndarray(format="bgr24", src_color_range=_range(frame), interpolation=SCALING)
         self.frames_read += 1
         return DecodedFrame(bgr, frame.pts, frame.time_base or self.stream.time_base)
 
@@ -144,8 +150,7 @@ def _video_stream(container, name: str):
     stream = streams[0]
     codec = stream.codec_context
     if codec is None or codec.name in (None, "none"):
-        tag = stream.codec_tag if hasattr(stream, "codec_tag") else ""
-        raise ImageError(f"{name}: video codec {tag or 'unknown'!r} cannot be decoded by this FFmpeg build")
+        raise ImageError(f"{name}: unknown video codec: this FFmpeg build cannot decode it")
     return stream
 
 
@@ -241,7 +246,8 @@ class VideoWriter:
 
     def write_frame(self, bgr: np.ndarray, pts: int | None, time_base: Fraction) -> None:
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
-            format=PIXEL_FORMAT, dst_colorspace=self.colour.space, dst_color_range=self.colour.range
+            format=PIXEL_FORMAT, dst_colorspace=self.colour.space, dst_color_range=self.colour.range,
+            interpolation=SCALING,
         )
         frame.pts, frame.time_base = pts, time_base
         self.container.mux(self.video.encode(frame))
