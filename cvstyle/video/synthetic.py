@@ -114,3 +114,22 @@ def _write_tone(stream, out, tone: float, seconds: float) -> None:
         frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
         out.mux(stream.encode(frame))
     out.mux(stream.encode())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m cvstyle.video.synthetic PHOTO OUT.mp4``: a 4 s, 30 fps pan over PHOTO
+    at 320x240 with a 440 Hz tone, to try videos with when none is at hand."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("photo")
+    parser.add_argument("output")
+    args = parser.parse_args(argv)
+    photo = cv2.imread(args.photo)
+    if photo is None:
+        parser.error(f"{args.photo}: not an image OpenCV can read")
+    write_clip(args.output, pan(photo, 120, (320, 240)).frames)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Video figures as markdown: clip throughput against forward-only, flicker with and
+without --stabilize, and what stabilising costs.
+
+    python benchmarks/video.py            # 640x480, 10 s at 10 fps (100 frames); ~15 min on 2 loaded cores
+    python benchmarks/video.py --quick    # 3 s (30 frames), one repetition
+
+1. Throughput: a generated 640x480 clip (a pan over samples/astronaut.png, with a sine
+   tone) through ``cvstyle.video.pipeline.stylize_video`` (decode, paint, encode, audio
+   copied) against ``Stylizer.stylize`` alone on the same, already decoded frames
+   (forward-only), for both fixture families on the default engine. The two are
+   interleaved (ABAB), each repetition giving one ratio.
+2. Flicker (``cvstyle.video.synthetic.flicker``: mean absolute difference between
+   consecutive painted frames after the clips' true motion) on the tests' generated
+   clips at 320x240, painted frame by frame and with the stabiliser.
+3. Stabiliser cost per frame at 640x480: motion estimation and blending alone (median
+   over the clip's frames), and the whole clip with and without ``stabilized=True``
+   (interleaved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+
+from cvstyle import Stylizer
+from cvstyle.testing import FAMILIES, write_fixture_model
+from cvstyle.video import stabilize, synthetic
+from cvstyle.video.pipeline import stylize_video
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+FPS = 10
+
+
+def cpu_model() -> str:
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        if line.startswith("Model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def throughput(folder: Path, models: dict[str, Path], seconds: int, repeats: int) -> list[str]:
+    clip = synthetic.pan(cv2.imread(str(SAMPLES / "astronaut.png")), seconds * FPS, (640, 480))
+    source = folder / "pan.mp4"
+    synthetic.write_clip(source, clip.frames, time_base=Fraction(1, FPS))
+    rows = ["| family | engine | frames | forward-only (s) | clip (s) | clip / forward-only speed |", "|---|---|---:|---:|---:|---:|"]
+    for family, model in models.items():
+        painter = Stylizer(str(model))
+        painter.stylize(clip.frames[0])  # warm-up
+        forward, whole = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for frame in clip.frames:
+                painter.stylize(frame)
+            forward.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            stylize_video(source, folder / "out.mp4", painter.stylize)
+            whole.append(time.perf_counter() - start)
+        ratios = ", ".join(f"{f / w:.3f}" for f, w in zip(forward, whole))
+        rows.append(
+            f"| {family} | {painter.engine} | {len(clip.frames)} | {statistics.median(forward):.1f} | "
+            f"{statistics.median(whole):.1f} | {ratios} |"
+        )
+    return rows
+
+
+def flicker(models: dict[str, Path]) -> list[str]:
+    photo, other = cv2.imread(str(SAMPLES / "astronaut.png")), cv2.imread(str(SAMPLES / "coffee.png"))
+    size = (320, 240)
+    clips = {
+        "pan, 1 px/frame": synthetic.pan(photo, 30, size),
+        "still, noise sigma 6": synthetic.noisy_still(other, 30, size),
+        "pan, cut, noisy still": synthetic.pan(photo, 15, size) + synthetic.noisy_still(other, 15, size),
+    }
+    rows = ["| model | clip | frame by frame | --stabilize | ratio |", "|---|---|---:|---:|---:|"]
+    for name, model in {"sketch": "sketch", **{family: str(path) for family, path in models.items()}}.items():
+        painter = Stylizer(model)
+        for clip_name, clip in clips.items():
+            painted = [painter.stylize(frame) for frame in clip.frames]
+            stabilizer = stabilize.Stabilizer()
+            steady = [stabilizer(original, frame) for original, frame in zip(clip.frames, painted)]
+            before, after = synthetic.flicker(painted, clip.motions), synthetic.flicker(steady, clip.motions)
+            rows.append(f"| {name} | {clip_name} | {before:.2f} | {after:.2f} | {after / before:.2f} |")
+    return rows
+
+
+def stabiliser_cost(folder: Path, model: Path, seconds: int, repeats: int) -> list[str]:
+    clip = synthetic.pan(cv2.imread(str(SAMPLES / "astronaut.png")), seconds * FPS, (640, 480))
+    estimator, estimate, mix = stabilize.MotionEstimator(), [], []
+    previous = None
+    for frame in clip.frames:
+        start = time.perf_counter()
+        motion = estimator(frame)
+        middle = time.perf_counter()
+        previous = stabilize.blend(motion, previous, frame)
+        estimate.append(middle - start)
+        mix.append(time.perf_counter() - middle)
+    source = folder / "pan.mp4"
+    synthetic.write_clip(source, clip.frames, time_base=Fraction(1, FPS))
+    painter = Stylizer(str(model))
+    plain, steady = [], []
+    for _ in range(repeats):
+        for flag, times in ((False, plain), (True, steady)):
+            start = time.perf_counter()
+            stylize_video(source, folder / "out.mp4", painter.stylize, stabilized=flag)
+            times.append(time.perf_counter() - start)
+    frames = len(clip.frames)
+    return [
+        f"- motion estimation {statistics.median(estimate) * 1e3:.1f} ms, blending {statistics.median(mix) * 1e3:.1f} ms "
+        f"per 640x480 frame (median of {frames}, one thread each, as the pipeline runs them)",
+        f"- whole clip, {model.stem}: {statistics.median(plain) / frames * 1e3:.0f} ms per frame without, "
+        f"{statistics.median(steady) / frames * 1e3:.0f} ms with --stabilize (medians of {repeats}, interleaved)",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s clips, one repetition")
+    args = parser.parse_args()
+    seconds, repeats = (3, 1) if args.quick else (10, 2)
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="cvstyle-video-") as name:
+        folder = Path(name)
+        models = {family: write_fixture_model(folder / f"{family}.t7", family, seed=1) for family in FAMILIES}
+        print(f"\nThroughput, 640x480, {seconds} s at {FPS} fps:\n")
+        print("\n".join(throughput(folder, models, seconds, repeats)))
+        print("\nFlicker (grey levels), 320x240, 30 frames:\n")
+        print("\n".join(flicker(models)))
+        print("\nStabiliser cost:\n")
+        print("\n".join(stabiliser_cost(folder, models["instance_norm"], seconds, repeats)))
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
