@@ -12,6 +12,7 @@ without --stabilize, and what stabilising costs.
 2. Flicker (``cvstyle.video.synthetic.flicker``: mean absolute difference between
    consecutive painted frames after the clips' true motion) on the tests' generated
    clips at 320x240, painted frame by frame and with the stabiliser.
+   Beside it, the CPU time decoding and encoding take per frame without the network.
 3. Stabiliser cost per frame at 640x480: motion estimation and blending alone (median
    over the clip's frames), and the whole clip with and without ``stabilized=True``
    (interleaved).
@@ -34,6 +35,7 @@ import cv2
 from cvstyle import Stylizer
 from cvstyle.testing import FAMILIES, write_fixture_model
 from cvstyle.video import stabilize, synthetic
+from cvstyle.video.io import PRESET, DecodedFrame, VideoReader, VideoWriter
 from cvstyle.video.pipeline import stylize_video
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -70,6 +72,35 @@ def throughput(folder: Path, models: dict[str, Path], seconds: int, repeats: int
             f"{statistics.median(whole):.1f} | {ratios} |"
         )
     return rows
+
+
+def codec_cost(folder: Path) -> list[str]:
+    """CPU time (all threads) of decoding and of encoding one 640x480 frame, no network:
+    what the pipeline adds to the network's own work."""
+    clip = synthetic.pan(cv2.imread(str(SAMPLES / "astronaut.png")), 40, (640, 480))
+    source = folder / "codec.mp4"
+    synthetic.write_clip(source, clip.frames, time_base=Fraction(1, FPS))
+    start = time.process_time()
+    reader = VideoReader(source)
+    items = list(reader.read())
+    decoded = time.process_time()
+    writer = VideoWriter(
+        folder / "codec_out.mp4", "mp4", (640, 480), reader.time_base, reader.frame_rate,
+        reader.colour, reader.orientation, reader.audio, 95,
+    )
+    for item in items:
+        if isinstance(item, DecodedFrame):
+            writer.write_frame(item.bgr, item.pts, item.time_base)
+        else:
+            writer.write_audio(item)
+    writer.finish()
+    encoded = time.process_time()
+    reader.close()
+    frames = reader.frames_read
+    return [
+        f"- decoding and converting to BGR: {(decoded - start) / frames * 1e3:.1f} ms of CPU per 640x480 frame; "
+        f"converting to yuv420p and encoding (x264 {PRESET}, CRF 18): {(encoded - decoded) / frames * 1e3:.1f} ms"
+    ]
 
 
 def flicker(models: dict[str, Path]) -> list[str]:
@@ -132,6 +163,8 @@ def main() -> None:
         models = {family: write_fixture_model(folder / f"{family}.t7", family, seed=1) for family in FAMILIES}
         print(f"\nThroughput, 640x480, {seconds} s at {FPS} fps:\n")
         print("\n".join(throughput(folder, models, seconds, repeats)))
+        print()
+        print("\n".join(codec_cost(folder)))
         print("\nFlicker (grey levels), 320x240, 30 frames:\n")
         print("\n".join(flicker(models)))
         print("\nStabiliser cost:\n")
