@@ -108,3 +108,28 @@ def workdir_video(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
     return tmp_path
+
+
+def test_live_painter_stabilizes_and_restarts_on_a_new_look(instance_norm_model):
+    from cvstyle import live
+
+    clip = synthetic.noisy_still(photo("coffee.png"), 10, SIZE)
+    stylizer = Stylizer(str(instance_norm_model))
+    plain, steady = live.Painter([stylizer]), live.Painter([stylizer], stabilize=True)
+    steady.warm_up(SIZE)
+    unstabilized = [plain.paint(frame)[1][0] for frame in clip.frames]
+    stabilized_frames = [steady.paint(frame)[1][0] for frame in clip.frames]
+    assert synthetic.flicker(stabilized_frames, clip.motions) <= 0.5 * synthetic.flicker(unstabilized, clip.motions)
+    # A new strength is a new look: painted afresh, nothing blended from the old one.
+    assert np.array_equal(steady.paint(clip.frames[0], strength=0.5)[1][0], plain.paint(clip.frames[0], strength=0.5)[1][0])
+
+
+def test_live_stabilize_option(workdir_video, capsys):
+    pytest.importorskip("av")
+    from cvstyle.cli import main
+
+    clip = synthetic.noisy_still(photo("coffee.png"), 8, SIZE)
+    synthetic.write_clip(workdir_video / "still.mp4", clip.frames, audio_tones=())
+    assert main(["live", "-s", "still.mp4", "--no-window", "-o", "out.mp4", "--stabilize"]) == 0
+    assert (workdir_video / "out.mp4").stat().st_size > 0
+    assert "8 frames" in capsys.readouterr().err

@@ -66,10 +66,15 @@ class _FrameBar:
 )
 @click.option("--preserve-colors", is_flag=True, help="Start with the photo's colours kept (key c).")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Start strength (keys + and -).")
+@click.option(
+    "--stabilize", is_flag=True,
+    help="Less flicker: blend each painting with the previous one along the motion "
+    "(optical flow), repainting where it is unreliable and at scene cuts.",
+)
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 def live_command(
     models, source, size, device, engine, input_format, output, no_window, preserve_colors, strength,
-    manifest,
+    stabilize, manifest,
 ):
     """Stylize a camera, stream or video file live, in a window and/or to a file.
 
@@ -95,7 +100,7 @@ def live_command(
     with _FrameBar() as bar:
         report = live.stylize_stream(
             source, stylizers, output=output, window=not no_window, size=size,
-            preserve_colors=preserve_colors, strength=strength,
+            preserve_colors=preserve_colors, strength=strength, stabilize=stabilize,
             progress=bar.update if no_window else None, notify=tqdm.write,
         )
     summary = (

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import CvstyleError
 from ..stylizer import fit_longer_side
+from ..video.stabilize import Stabilizer
 
 
 class StylizerLike(Protocol):
@@ -24,13 +25,17 @@ class Painter:
 
     ``size`` is the processing size's longer side (None: the frame's own size); the
     frame is resized once here so that the original shown beside the styles matches.
+    ``stabilize`` blends each painting with the previous frame's along the motion
+    (:mod:`cvstyle.video.stabilize`); a change of styles or controls starts afresh.
     """
 
-    def __init__(self, stylizers: Sequence[StylizerLike], size: int | None = None):
+    def __init__(self, stylizers: Sequence[StylizerLike], size: int | None = None, stabilize: bool = False):
         if not stylizers:
             raise CvstyleError("live mode needs at least one model")
         self.stylizers = list(stylizers)
         self.size = size
+        self.stabilizer = Stabilizer() if stabilize else None
+        self._look: tuple | None = None  # what the stabilised paintings were made with
 
     @property
     def names(self) -> list[str]:
@@ -54,6 +59,12 @@ class Painter:
             self.stylizers[i].stylize(original, preserve_colors=preserve_colors, strength=strength)
             for i in chosen
         ]
+        if self.stabilizer is not None:
+            look = (tuple(chosen), preserve_colors, strength)
+            if look != self._look:
+                self.stabilizer.reset()
+                self._look = look
+            painted = self.stabilizer.all(original, painted)
         return original, painted
 
     def warm_up(self, frame_size: tuple[int, int]) -> None:
@@ -61,3 +72,5 @@ class Painter:
         allocation are not counted in the first frame's latency."""
         width, height = frame_size
         self.paint(np.zeros((height, width, 3), np.uint8))
+        if self.stabilizer is not None:
+            self.stabilizer.reset()  # the blank frame is no scene to carry on from

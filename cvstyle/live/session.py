@@ -27,6 +27,7 @@ def stylize_stream(
     size: int | None = None,
     preserve_colors: bool = False,
     strength: float = 1.0,
+    stabilize: bool = False,
     max_frames: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     notify: Callable[[str], None] = log.info,
@@ -38,6 +39,8 @@ def stylize_stream(
     :data:`~cvstyle.live.keys.KEY_HELP`; ``output``: record the stylized frames (no
     overlay) to this video file, playable even if the run fails or is stopped.
     A window-less run without ``output`` only measures (see the returned report).
+    ``stabilize``: less flicker, each painting blended with the previous one along the
+    motion (:class:`Painter`).
     ``progress(done, total)`` is called once the source is open (``done`` 0) and after
     each frame; ``total`` is the file's frame count, None for cameras and streams.
     The report's ``recorded`` is the video written, None if no frame was.
@@ -45,7 +48,7 @@ def stylize_stream(
     if output is not None:
         check_video_path(output)  # before models load or a camera opens
     stylizers = [Stylizer(model) if isinstance(model, str) else model for model in models]
-    painter = Painter(stylizers, size)
+    painter = Painter(stylizers, size, stabilize)
     with contextlib.ExitStack() as stack:
         frames = stack.enter_context(open_source(source))
         recorder = None

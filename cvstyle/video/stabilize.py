@@ -13,6 +13,7 @@ ahead of the network in another thread; :func:`blend` then needs only the painte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -124,17 +125,24 @@ def blend(motion: Motion | None, previous: np.ndarray | None, painted: np.ndarra
 
 
 class Stabilizer:
-    """Both steps in one object, for frame loops that paint and stabilise in one place
-    (``live``): ``stabilizer(original, painted) -> stabilised``."""
+    """Both steps in one object, for loops that paint and stabilise in one place
+    (``live``): ``stabilizer(original, painted) -> stabilised``. :meth:`all` takes several
+    paintings of one frame (styles side by side), which share one motion estimate."""
 
     def __init__(self, blend_weight: float = BLEND):
         self.estimator = MotionEstimator(blend_weight)
-        self.previous: np.ndarray | None = None
+        self.previous: list[np.ndarray | None] = []
 
     def __call__(self, original: np.ndarray, painted: np.ndarray) -> np.ndarray:
-        self.previous = blend(self.estimator(original), self.previous, painted)
-        return self.previous
+        return self.all(original, [painted])[0]
+
+    def all(self, original: np.ndarray, paintings: Sequence[np.ndarray]) -> list[np.ndarray]:
+        motion = self.estimator(original)
+        if len(self.previous) != len(paintings):
+            motion, self.previous = None, [None] * len(paintings)
+        self.previous = [blend(motion, last, painted) for last, painted in zip(self.previous, paintings)]
+        return list(self.previous)
 
     def reset(self) -> None:
         self.estimator.reset()
-        self.previous = None
+        self.previous = []
