@@ -41,7 +41,7 @@ class Motion:
 
     map_x: np.ndarray  # H x W float32
     map_y: np.ndarray
-    weight: np.ndarray  # H x W x 1 float32 in [0, BLEND]
+    weight: np.ndarray  # H x W float32 in [0, BLEND]
     reliable_fraction: float
 
 
@@ -79,7 +79,7 @@ class MotionEstimator:
             backward = cv2.resize(backward, (width, height), interpolation=cv2.INTER_LINEAR) / scale
             weight = cv2.resize(weight, (width, height), interpolation=cv2.INTER_LINEAR)
             map_x, map_y = _maps(backward)
-        return Motion(map_x, map_y, weight[..., None], fraction)
+        return Motion(map_x, map_y, weight, fraction)
 
     def reset(self) -> None:
         self.previous = None
@@ -119,9 +119,7 @@ def blend(motion: Motion | None, previous: np.ndarray | None, painted: np.ndarra
     if motion is None or previous is None or previous.shape != painted.shape:
         return painted
     warped = cv2.remap(previous, motion.map_x, motion.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    current = painted.astype(np.float32)
-    mixed = current + motion.weight * (warped.astype(np.float32) - current)
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return cv2.blendLinear(warped, painted, motion.weight, 1.0 - motion.weight)
 
 
 class Stabilizer:
