@@ -5,10 +5,12 @@ containers cvstyle writes. Imports nothing heavy: the batch code asks this of ev
 from __future__ import annotations
 
 import os
+import stat
 
-# Extensions a folder's videos are listed by (single files and globs are sniffed).
+# Extensions a folder's videos are listed by (single files and globs are sniffed; not
+# .ts, which folders of TypeScript sources are full of).
 VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".flv", ".ogv"}
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".mpg", ".mpeg", ".3gp", ".flv", ".ogv"}
 )
 # Output extension -> FFmpeg muxer. H.264 plays in browsers from MP4 (the default) and MOV.
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -46,6 +48,8 @@ def sniff_container(head: bytes) -> str | None:
 def is_video(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a readable file whose content opens as a video container."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False  # opening a FIFO would block
         with open(path, "rb") as file:
             return sniff_container(file.read(SNIFF_BYTES)) is not None
     except OSError:
