@@ -55,7 +55,7 @@ class Colour:
 @dataclass(frozen=True)
 class DecodedFrame:
     bgr: np.ndarray  # as stored (not yet turned by the display matrix)
-    pts: int | None
+    pts: int
     time_base: Fraction
 
 
@@ -138,8 +138,12 @@ class VideoReader:
             self.colour = _colour(frame)
             self.orientation = _orientation(frame)
         bgr = frame.to_ndarray(format="bgr24", src_color_range=_range(frame), interpolation=SCALING)
+        time_base = frame.time_base or self.stream.time_base
+        pts = frame.pts
+        if pts is None:  # a container without timestamps: frames at the nominal rate
+            pts = round(self.frames_read / ((self.frame_rate or 25) * time_base))
         self.frames_read += 1
-        return DecodedFrame(bgr, frame.pts, frame.time_base or self.stream.time_base)
+        return DecodedFrame(bgr, pts, time_base)
 
     def close(self) -> None:
         self.container.close()
@@ -246,7 +250,7 @@ class VideoWriter:
                 stream.metadata[key] = source.metadata[key]
         return stream, copied
 
-    def write_frame(self, bgr: np.ndarray, pts: int | None, time_base: Fraction) -> None:
+    def write_frame(self, bgr: np.ndarray, pts: int, time_base: Fraction) -> None:
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(
             format=PIXEL_FORMAT, dst_colorspace=self.colour.space, dst_color_range=self.colour.range,
             interpolation=SCALING,
