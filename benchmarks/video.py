@@ -3,6 +3,7 @@ without --stabilize, and what stabilising costs.
 
     python benchmarks/video.py            # 640x480, 10 s at 10 fps (100 frames); ~15 min on 2 loaded cores
     python benchmarks/video.py --quick    # 3 s (30 frames), one repetition
+    python benchmarks/video.py --only 3   # some sections only
 
 1. Throughput: a generated 640x480 clip (a pan over samples/astronaut.png, with a sine
    tone) through ``cvstyle.video.pipeline.stylize_video`` (decode, paint, encode, audio
@@ -148,38 +149,46 @@ def stabiliser_cost(folder: Path, model: Path, seconds: int, repeats: int) -> li
     source = folder / "pan.mp4"
     synthetic.write_clip(source, clip.frames, time_base=Fraction(1, FPS))
     painter = Stylizer(str(model))
-    plain, steady = [], []
+    plain, steady = [], []  # (wall, CPU) seconds per repetition
     for _ in range(repeats):
-        for flag, times in ((False, plain), (True, steady)):
-            start = time.perf_counter()
-            stylize_video(source, folder / "out.mp4", painter.stylize, stabilized=flag)
-            times.append(time.perf_counter() - start)
+        for flag, runs in ((False, plain), (True, steady)):
+            runs.append(_timed(lambda: stylize_video(source, folder / "out.mp4", painter.stylize, stabilized=flag)))
     frames = len(clip.frames)
+
+    def per_frame(runs: list[tuple[float, float]]) -> str:
+        wall, cpu = (statistics.median(r[i] for r in runs) / frames * 1e3 for i in (0, 1))
+        return f"{wall:.0f} ms wall ({cpu:.0f} ms CPU)"
+
     return [
         f"- motion estimation {statistics.median(estimate) * 1e3:.1f} ms, blending {statistics.median(mix) * 1e3:.1f} ms "
         f"per 640x480 frame (median of {frames}, one thread each, as the pipeline runs them)",
-        f"- whole clip, {model.stem}: {statistics.median(plain) / frames * 1e3:.0f} ms per frame without, "
-        f"{statistics.median(steady) / frames * 1e3:.0f} ms with --stabilize (medians of {repeats}, interleaved)",
+        f"- whole clip, {model.stem}, per frame: {per_frame(plain)} without, {per_frame(steady)} with "
+        f"--stabilize (medians of {repeats}, interleaved)",
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s clips, one repetition")
+    parser.add_argument("--only", default="1,2,3", help="sections to run, e.g. 3")
     args = parser.parse_args()
+    sections = {int(part) for part in args.only.split(",")}
     seconds, repeats = (3, 1) if args.quick else (10, 2)
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="cvstyle-video-") as name:
         folder = Path(name)
         models = {family: write_fixture_model(folder / f"{family}.t7", family, seed=1) for family in FAMILIES}
-        print(f"\nThroughput, 640x480, {seconds} s at {FPS} fps:\n")
-        print("\n".join(throughput(folder, models, seconds, repeats)))
-        print()
-        print("\n".join(codec_cost(folder)))
-        print("\nFlicker (grey levels), 320x240, 30 frames:\n")
-        print("\n".join(flicker(models)))
-        print("\nStabiliser cost:\n")
-        print("\n".join(stabiliser_cost(folder, models["instance_norm"], seconds, repeats)))
+        if 1 in sections:
+            print(f"\nThroughput, 640x480, {seconds} s at {FPS} fps:\n")
+            print("\n".join(throughput(folder, models, seconds, repeats)))
+            print()
+            print("\n".join(codec_cost(folder)))
+        if 2 in sections:
+            print("\nFlicker (grey levels), 320x240, 30 frames:\n")
+            print("\n".join(flicker(models)))
+        if 3 in sections:
+            print("\nStabiliser cost:\n")
+            print("\n".join(stabiliser_cost(folder, models["instance_norm"], seconds, repeats)))
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 
