@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from .. import surgery
 from ..engines import load_variant
 from ..model import Model
-from ..runner import StyleRunner
+from ..runner import SIZE_MULTIPLE, StyleRunner
 from .activations import ActivationStore
 from .geometry import PaddedImage, Span, Tile, plan_tiles
-from .statistics import MapGeometry, StatisticsSum, map_geometry, owned
+from .statistics import MapGeometry, StatisticsSum, map_geometry
 
 Progress = Callable[[int, int], None]
 # Peak memory per pixel, in units of the largest activation map per pixel: one untiled
@@ -30,6 +31,9 @@ Progress = Callable[[int, int], None]
 # engine's own buffers and the mapped rows of spilled maps); see docs/benchmarks.md.
 SINGLE_PASS_MAPS = 6
 STAGED_WINDOW_MAPS = 16
+# Context beyond a tile's core that a stage computes, in padded-image pixels: more than
+# any one stage's convolutions reach (a 9x9 at full resolution, a 3x3 at a quarter).
+STAGE_MARGIN = 16
 
 
 @dataclass
@@ -43,10 +47,17 @@ class StagedNetwork:
     channels: dict[str, int]
     last_use: dict[str, int]  # the last stage reading each kept tensor
     normalisations: dict[str, surgery.Normalisation]  # by the tensor each one gives
+    final: str  # the network's output
+
+    def reach(self, stage: surgery.Stage) -> Fraction:
+        """How far (in padded-image pixels) the stage's outputs lie inside its inputs'
+        extent: the unpadded convolutions' shrinking up to this stage."""
+        return max(self.geometry[name].offset / self.geometry[name].scale for name in stage.outputs)
 
     def largest_map(self) -> float:
         """Bytes per image pixel of the largest activation map."""
         return 4 * max(self.channels[name] * float(self.geometry[name].scale) ** 2 for name in self.channels)
+
 
     def single_pass_bytes(self, height: int, width: int) -> int:
         """About how much memory one untiled pass takes at this size."""
@@ -66,13 +77,16 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     cached with the model's own)."""
     border = surgery.leading_border(model.graph) or 0
     stages = surgery.split_stages(_graph(model, border))
-    kept = sorted({name for stage in stages for name in stage.outputs} - {_final_output(model, border)})
+    final = _final_output(model, border)
+    kept = sorted({name for stage in stages for name in stage.outputs} - {final})
     engine, device = runner.engine, runner.device
     probe = load_variant(
         model, engine, device, "stage-probe",
         lambda: surgery.with_outputs(_graph(model, border), kept, replace=True),
     )
     geometry = dict(zip(kept, map_geometry(probe, kept)))
+    # The picture: the padded image less the border the padding added.
+    geometry[final] = MapGeometry(Fraction(1), Fraction(border))
     with probe.lock:
         shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
@@ -86,18 +100,36 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         for name in stage.inputs:
             last_use[sources.get(name, name)] = index
     norms = {norm.target: norm for stage in stages for norm in stage.normalisations}
-    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms)
+    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final)
 
 
 def _final_output(model: Model, border: int) -> str:
     return _graph(model, border).graph.output[0].name
 
 
-def _extent(geometry: MapGeometry, span: Span, border: int) -> slice:
-    """The whole-map entries a tile's window covers, as a run over that window sees them."""
-    start = math.floor(geometry.scale * span.window[0])
-    length = math.floor(geometry.scale * (span.window[1] - span.window[0] + 2 * border) - 2 * geometry.offset)
-    return slice(start, start + length)
+def _region(span: Span, reach: Fraction, border: int, inner: int) -> tuple[int, int]:
+    """The part of the padded image (start, length) whose maps a stage reads for a tile:
+    its core, what the stage's own shrinking needs and ``STAGE_MARGIN``, on the stride
+    grid; the whole image's edge at the first and last tiles."""
+    whole = inner + 2 * border
+    start = 0 if span.first else SIZE_MULTIPLE * math.floor((span.core[0] + border - reach - STAGE_MARGIN) / SIZE_MULTIPLE)
+    stop = whole if span.last else SIZE_MULTIPLE * math.ceil((span.core[1] + border + reach + STAGE_MARGIN) / SIZE_MULTIPLE)
+    start, stop = max(0, start), min(whole, stop)
+    return start, stop - start
+
+
+def _extent(geometry: MapGeometry, region: tuple[int, int]) -> slice:
+    """The whole-map entries a run over ``region`` of the padded image sees."""
+    start = math.floor(geometry.scale * region[0])
+    return slice(start, start + math.floor(geometry.scale * region[1] - 2 * geometry.offset))
+
+
+def _owned(geometry: MapGeometry, span: Span, border: int, inner: int) -> slice:
+    """The whole-map entries over a tile's core (to the map's ends at the image's edges)."""
+    whole = math.floor(geometry.scale * (inner + 2 * border) - 2 * geometry.offset)
+    start = 0 if span.first else math.floor(geometry.scale * (span.core[0] + border) - geometry.offset)
+    stop = whole if span.last else math.floor(geometry.scale * (span.core[1] + border) - geometry.offset)
+    return slice(start, stop)
 
 
 def _map_size(geometry: MapGeometry, length: int, border: int) -> int:
@@ -122,25 +154,30 @@ class _Run:
         self.statistics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.result = np.empty((*self.padded.inner, 3), np.uint8)
 
-    def feed(self, stage: surgery.Stage, tile: Tile, name: str) -> np.ndarray:
+    def feed(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
         norm = self.network.normalisations.get(name)
         if norm is not None:
-            return _normalise(self.read(norm.source, tile), norm, self.statistics[norm.source])[None]
+            return _normalise(self.read(norm.source, regions), norm, self.statistics[norm.source])[None]
         if name in self.network.geometry:
-            return self.read(name, tile)[None]
-        return self.runner.preprocess(self.padded.window(tile))  # the image itself
+            return self.read(name, regions)[None]
+        (top, height), (left, width) = regions  # the image itself
+        rows, cols = self.padded.indices(top, top + height, 0), self.padded.indices(left, left + width, 1)
+        return self.runner.preprocess(self.padded.bgr[np.ix_(rows, cols)])
 
-    def read(self, name: str, tile: Tile) -> np.ndarray:
-        where, border = self.network.geometry[name], self.network.border
-        return self.store.read(name, _extent(where, tile.rows, border), _extent(where, tile.cols, border))
+    def read(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+        where = self.network.geometry[name]
+        return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]))
 
-    def keep(self, name: str, tile: Tile, output: np.ndarray, total: StatisticsSum | None) -> None:
+    def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None) -> None:
         where, border = self.network.geometry[name], self.network.border
-        height, width = self.padded.inner
-        rows, cols = owned(tile.rows, where, border, height), owned(tile.cols, where, border, width)
-        block = output[0][:, rows, cols]
-        top, left = _extent(where, tile.rows, border).start, _extent(where, tile.cols, border).start
-        self.store.write(name, slice(rows.start + top, rows.stop + top), slice(cols.start + left, cols.stop + left), block)
+        (height, width), starts = self.padded.inner, [_extent(where, region).start for region in regions]
+        rows, cols = (_owned(where, span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
+        block = output[0][:, rows.start - starts[0]: rows.stop - starts[0], cols.start - starts[1]: cols.stop - starts[1]]
+        if name == self.network.final:
+            picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
+            self.result[rows, cols] = picture
+            return
+        self.store.write(name, rows, cols, block)
         if total is not None:
             total.add(block)
 
@@ -150,21 +187,19 @@ class _Run:
         border = self.network.border
         normalised = {norm.source for norm in self.network.normalisations.values()}
         for name in stage.outputs:
-            if name in self.network.geometry:
+            if name != self.network.final:
                 where = self.network.geometry[name]
                 shape = (self.network.channels[name], _map_size(where, height, border), _map_size(where, width, border))
                 self.store.allocate(name, shape)
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
+        reach = self.network.reach(stage)
         for tile in self.tiles:
-            feeds = {name: self.feed(stage, tile, name) for name in stage.inputs}
+            regions = tuple(_region(span, reach, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
+            feeds = {name: self.feed(name, regions) for name in stage.inputs}
             with runner.lock:
                 outputs = runner.run(feeds, stage.outputs)
             for name, output in zip(stage.outputs, outputs):
-                if name in self.network.geometry:
-                    self.keep(name, tile, output, sums.get(name))
-                else:
-                    picture = self.runner.postprocess(output, output.shape[2], output.shape[3])
-                    self.result[tile.core] = picture[tile.crop]
+                self.keep(name, tile, regions, output, sums.get(name))
             progress()
         self.statistics.update((name, total.result()) for name, total in sums.items())
         for name, last in self.network.last_use.items():
@@ -177,7 +212,7 @@ def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int
     border, live, peak = network.border, {}, 0
     for index, stage in enumerate(network.stages):
         for name in stage.outputs:
-            if name in network.geometry:
+            if name != network.final:
                 where = network.geometry[name]
                 live[name] = 4 * network.channels[name] * _map_size(where, height, border) * _map_size(where, width, border)
         peak = max(peak, sum(live.values()))
