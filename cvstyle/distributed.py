@@ -405,9 +405,6 @@ def _connected(ray, address: str) -> Iterator[None]:
     address = os.environ.get("RAY_ADDRESS") if address == "auto" else address
     # Actors on other nodes see the driver's cvstyle settings (model store, pixel cap).
     variables = {name: value for name, value in os.environ.items() if name.startswith("CVSTYLE_")}
-    # Ray's own notices (token authentication, actor arguments in the object store)
-    # would break the one-line-per-output report; its errors still show.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(
             address=address or "local", logging_level=logging.ERROR, log_to_driver=False,
