@@ -20,6 +20,7 @@ import pytest
 
 from cvstyle import distributed
 from cvstyle.cli import main
+from cvstyle.errors import ImageError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 RAY = Path(sys.executable).with_name("ray")
@@ -197,7 +198,7 @@ def test_a_killed_worker_has_its_images_retried(cluster, tmp_path, instance_norm
     while not (out_dir.is_dir() and any(p.suffix == ".jpg" for p in out_dir.iterdir())):
         assert job.poll() is None and time.monotonic() < deadline, job.communicate()
         time.sleep(0.05)
-    actors = [pid for pid, title in _processes(marker).items() if "_FileStylizer" in title]
+    actors = [pid for pid, title in _processes(marker).items() if "FileStylizer" in title]
     assert actors
     os.kill(actors[0], signal.SIGKILL)
     done_at_kill = len(_outputs(out_dir))
@@ -274,5 +275,5 @@ def test_uri_inputs_are_listed_like_paths(tmp_path):
     assert [str(f.error) for f in failures] == [f"{uri}/none*.jpg: no file matches", f"{uri}/missing: no such file or directory"]
     picture = distributed.read_uri(sources[0], None)
     assert np.array_equal(picture.bgr, cv2.imread(str(photos[0])))
-    with pytest.raises(distributed.ImageError, match=re.escape(f"{uri}/gone.jpg: cannot read")):
+    with pytest.raises(ImageError, match=re.escape(f"{uri}/gone.jpg: cannot read")):
         distributed.read_uri(f"{uri}/gone.jpg", None)
