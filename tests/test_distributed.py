@@ -277,3 +277,34 @@ def test_uri_inputs_are_listed_like_paths(tmp_path):
     assert np.array_equal(picture.bgr, cv2.imread(str(photos[0])))
     with pytest.raises(ImageError, match=re.escape(f"{uri}/gone.jpg: cannot read")):
         distributed.read_uri(f"{uri}/gone.jpg", None)
+
+
+DATASET_SCRIPT = """
+import sys
+import numpy as np
+import ray
+from cvstyle import Stylizer
+from cvstyle.distributed import stylize_dataset
+
+model, address = sys.argv[1:]
+rng = np.random.default_rng(0)
+images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 56, 3), (40, 56, 3), (33, 47, 4)]]
+ray.init(address=address)
+dataset = ray.data.from_items([{"image": image, "n": n} for n, image in enumerate(images)])
+rows = sorted(stylize_dataset(dataset, model, size=48).take_all(), key=lambda row: row["n"])
+stylizer = Stylizer(model)
+for image, row in zip(images, rows):
+    bgr = image[:, :, [2, 1, 0, 3][: image.shape[2]]]
+    expected = stylizer.stylize(bgr, size=48)[:, :, [2, 1, 0, 3][: image.shape[2]]]
+    assert np.array_equal(np.asarray(row["image"]), expected), row["n"]
+print("same")
+"""
+
+
+def test_stylize_dataset_maps_a_ray_dataset_as_stylizer_would(cluster, tmp_path, instance_norm_model):
+    address, _ = cluster
+    result = subprocess.run(
+        [sys.executable, "-c", DATASET_SCRIPT, str(instance_norm_model), address],
+        cwd=tmp_path, env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=STARTUP_S,
+    )
+    assert result.returncode == 0 and result.stdout.split() == ["same"], result.stderr[-3000:]

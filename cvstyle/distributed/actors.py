@@ -89,19 +89,19 @@ class ArrayStylizer:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         painted = []
         for image in rows[self.column]:
-            image = np.asarray(image, dtype=np.uint8)
-            if self.rgb and image.ndim == 3:
-                image = image[:, :, [2, 1, 0, 3][: image.shape[2]]]
-            result = self.stylizer.stylize(image, **self.options)
-            painted.append(result[:, :, [2, 1, 0, 3][: result.shape[2]]] if self.rgb else result)
-        shapes = {image.shape for image in painted}
-        # Equal shapes make one tensor column; mixed sizes a column of arrays.
-        rows[self.column] = np.stack(painted) if len(shapes) == 1 else _object_array(painted)
+            image = _swap_red_blue(np.asarray(image)) if self.rgb else np.asarray(image)
+            result = self.stylizer.stylize(image, **self.options)  # refuses what is not uint8
+            painted.append(_swap_red_blue(result) if self.rgb else result)
+        if len({image.shape for image in painted}) == 1:
+            rows[self.column] = np.stack(painted)  # one tensor column
+            return rows
+        column = np.empty(len(painted), dtype=object)  # a column of arrays of several shapes
+        for index, image in enumerate(painted):
+            column[index] = image
+        rows[self.column] = column
         return rows
 
 
-def _object_array(images: list[np.ndarray]) -> np.ndarray:
-    column = np.empty(len(images), dtype=object)
-    column[:] = images
-    return column
-
+def _swap_red_blue(image: np.ndarray) -> np.ndarray:
+    """RGB(A) <-> BGR(A); a grey image as it is."""
+    return image[:, :, [2, 1, 0, 3][: image.shape[2]]] if image.ndim == 3 else image
