@@ -68,13 +68,13 @@ def _processes(marker: str) -> dict[int, str]:
 
 def _stop(marker: str) -> None:
     pids = _processes(marker)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 15)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
             time.sleep(0.2)
 

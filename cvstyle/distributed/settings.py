@@ -54,7 +54,7 @@ class ModelSettings:
     def stylizers(self, device: str | None = None) -> list[Stylizer]:
         """One Stylizer per model, on ``device`` (default: the settings' own)."""
         if self.fetch:
-            from .download import ensure_model  # requests is imported only when fetching
+            from ..download import ensure_model  # requests is imported only when fetching
 
             for spec in self.models:
                 for name, _ in parse_model_spec(spec) if isinstance(spec, str) else spec:

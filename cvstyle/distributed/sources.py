@@ -13,6 +13,8 @@ from ..errors import CvstyleError, ImageError, first_line
 from ..imageio import READ_EXTENSIONS, Picture, decode_image
 
 _URI = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
+# What pyarrow raises for a missing file or bucket, a bad URI, a filesystem it was built without.
+_FILESYSTEM_ERRORS = (OSError, ValueError, NotImplementedError)
 
 
 def is_uri(text: str) -> bool:
@@ -38,6 +40,8 @@ def expand_sources(inputs: Iterable[str | os.PathLike]) -> tuple[list[str], list
 
 
 def list_uri(uri: str) -> tuple[list[str], CvstyleError | None]:
+    """The image URIs ``uri`` names (itself, its folder's images, or a glob's matches),
+    or the error saying why there are none."""
     from pyarrow import fs as pafs
 
     folder, _, last = uri.rstrip("/").rpartition("/")
@@ -51,7 +55,7 @@ def list_uri(uri: str) -> tuple[list[str], CvstyleError | None]:
             return [], ImageError(f"{uri}: {'no file matches' if pattern else 'no such file or directory'}")
         folder = folder if pattern else uri.rstrip("/")
         entries = filesystem.get_file_info(pafs.FileSelector(path))
-    except (OSError, ValueError) as error:
+    except _FILESYSTEM_ERRORS as error:
         return [], ImageError(f"{uri}: cannot list ({first_line(error)})")
     names = sorted(
         entry.base_name for entry in entries
@@ -73,7 +77,7 @@ def read_uri(uri: str, max_pixels: int | None = None) -> Picture:
         filesystem, path = pafs.FileSystem.from_uri(uri)
         with filesystem.open_input_stream(path) as stream:
             data = stream.read()
-    except (OSError, ValueError) as error:
+    except _FILESYSTEM_ERRORS as error:
         raise ImageError(f"{uri}: cannot read ({first_line(error)})") from None
     return decode_image(data, uri, max_pixels)
 
