@@ -80,6 +80,13 @@ class Job:
             self.auto_extension = False
         return self.target
 
+    def existing_output(self) -> Path | None:
+        """The output already written under this job's name, if any (a default name with
+        either extension). Outputs are renamed into place only once complete, so one that
+        exists is whole."""
+        names = [self.target.name + ext for ext in (".jpg", ".png")] if self.auto_extension else [self.target.name]
+        return next((self.target.with_name(n) for n in names if self.target.with_name(n).is_file()), None)
+
 
 @dataclass
 class VideoSettings:
@@ -172,7 +179,7 @@ def run_jobs(
                 on_done(job, picture)
                 continue
             try:
-                result = _stylize_picture(job.stylizer, picture, options)
+                result = stylize_picture(job.stylizer, picture, options)
             except CvstyleError as error:
                 report.failures.append(Failure(job.source, error))
                 on_done(job, error)
@@ -205,7 +212,8 @@ def _run_video(job: Job, options: dict, quality: int, settings: VideoSettings) -
     return None
 
 
-def _stylize_picture(stylizer: Stylizer, picture: Picture, options: dict) -> Picture:
+def stylize_picture(stylizer: Stylizer, picture: Picture, options: dict) -> Picture:
+    """``stylizer``'s painting of ``picture``, its transparency kept."""
     image = picture.bgr if picture.alpha is None else np.dstack([picture.bgr, picture.alpha])
     painted = stylizer.stylize(image, **options)
     if picture.alpha is None:
@@ -234,4 +242,4 @@ def iter_stylized(
 ) -> Iterator[tuple[Path, Picture]]:
     """For notebooks: yield ``(path, stylized picture)`` for each readable image."""
     for source in sources:
-        yield source, _stylize_picture(stylizer, read_image(source), options)
+        yield source, stylize_picture(stylizer, read_image(source), options)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable
+
 import click
 from tqdm import tqdm
 
@@ -73,10 +77,19 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
+@click.option("--skip-existing", is_flag=True, help="Leave outputs that exist already as they are: a re-run finishes an interrupted job.")
+@click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
+    help="Run on a Ray cluster (pip install 'cvstyle[ray]'): at ADDRESS, or auto ($RAY_ADDRESS, else a "
+    "local Ray). Inputs may be URIs (s3://...); inputs, outputs and model files must be where every node sees them.",
+)
+@click.option("--actors-per-node", type=click.IntRange(min=1), default=None, help="With --ray: actors per node (default: one per GPU, else one).")
+@click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=None, help="With --ray: CPUs per actor (default: 1 with GPUs, else a whole node's).")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0, help="With --ray: GPUs per actor.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, tile_size,
     statistics, exact_statistics, max_memory, quality, stabilize, device, engine, input_format, verbose,
-    max_pixels, manifest, fetch,
+    max_pixels, manifest, fetch, skip_existing, ray_address, actors_per_node, cpus_per_actor, gpus_per_actor,
 ):
     """Stylize INPUTS (image and video files, directories or glob patterns).
 
@@ -84,12 +97,32 @@ def apply_command(
     .mp4 for videos, with their sound and timing).
     """
     check_options(median_filter, strength)
+    if ray_address is None and (actors_per_node or cpus_per_actor or gpus_per_actor):
+        raise CvstyleError("--actors-per-node, --cpus-per-actor and --gpus-per-actor go with --ray")
     if fetch:
         from ..download import ensure_model  # requests is imported only when fetching
 
         for model in models:
             for name, _ in parse_model_spec(model):
                 ensure_model(name, manifest)
+    options = dict(
+        size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
+        tile=tile, statistics="exact" if exact_statistics else statistics,
+        tile_settings=tile_settings(tile_size),
+        max_memory=parse_size(max_memory) if max_memory else None,
+    )
+    if ray_address is not None:
+        from .. import distributed  # Ray is imported only for --ray
+
+        with contextlib.ExitStack() as bars:
+            report = distributed.apply_on_ray(
+                inputs, output,
+                distributed.ModelSettings(models, device, engine, input_format, manifest, fetch),
+                distributed.ClusterSettings(ray_address, actors_per_node, cpus_per_actor, gpus_per_actor),
+                options, quality, max_pixels, skip_existing, functools.partial(_progress, bars),
+            )
+        total = report.planned + report.listing_failures
+        return _summarise(report.failures, report.written, total, len(report.skipped))
     sources, failures = batch.expand_inputs(inputs)
     stylizers = [
         Stylizer(model, device=device, manifest=manifest, engine=engine, input_format=input_format)
@@ -97,29 +130,36 @@ def apply_command(
     ]
     if verbose:
         echo_engines(stylizers)
-    jobs = batch.plan_outputs(sources, stylizers, output) if sources else []
-    options = dict(
-        size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
-        tile=tile, statistics="exact" if exact_statistics else statistics,
-        tile_settings=tile_settings(tile_size),
-        max_memory=parse_size(max_memory) if max_memory else None,
-    )
-    with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
+    planned = batch.plan_outputs(sources, stylizers, output) if sources else []
+    jobs = [job for job in planned if not (skip_existing and job.existing_output())]
+    with contextlib.ExitStack() as bars:
+        frames = bars.enter_context(_FrameBar())
+        video = batch.VideoSettings(stabilize, frames.update)
+        report = batch.run_jobs(jobs, options, quality, max_pixels, _progress(bars, len(jobs)), video)
+    return _summarise(failures + report.failures, report.written, len(jobs) + len(failures), len(planned) - len(jobs))
 
-        def done(job: batch.Job, error: CvstyleError | None) -> None:
-            bar.update(1)
-            if error is None:
-                tqdm.write(f"wrote {job.target}")
 
-        with _FrameBar() as frames:
-            video = batch.VideoSettings(stabilize, frames.update)
-            report = batch.run_jobs(jobs, options, quality, max_pixels, done, video)
-    failures += report.failures
+def _progress(bars: contextlib.ExitStack, total: int) -> Callable[[batch.Job, CvstyleError | None], None]:
+    """A progress bar over ``total`` outputs, closed with ``bars``; the function returned
+    moves it and says each output written."""
+    bar = bars.enter_context(tqdm(total=total, unit="image", disable=total < 2, leave=False))
+
+    def done(job: batch.Job, error: CvstyleError | None) -> None:
+        bar.update(1)
+        if error is None:
+            tqdm.write(f"wrote {job.target}")
+
+    return done
+
+
+def _summarise(failures: list[batch.Failure], written: list, total: int, skipped: int) -> int:
+    """The end-of-job lines on stderr; the exit code."""
+    if skipped:
+        click.echo(f"cvstyle: {skipped} outputs exist already, left as they are", err=True)
     if not failures:
         return 0
-    if len(failures) == 1 and not report.written:
+    if len(failures) == 1 and not written:
         raise failures[0].error
-    total = len(jobs) + len(failures) - len(report.failures)
     click.echo(f"cvstyle: {len(failures)} of {total} jobs failed:", err=True)
     for failure in failures:
         click.echo(f"  {failure.error}", err=True)

@@ -1,0 +1,79 @@
+"""What a Ray job runs (models and their settings) and where (cluster, actor sizes)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import CvstyleError
+from ..runner import Preprocessing
+from ..stylizer import ModelSpec, Stylizer, parse_model_spec
+
+INSTALL_COMMAND = "pip install 'cvstyle[ray]'"
+
+
+def require_ray() -> Any:
+    """The ``ray`` module with Ray Data, or one line saying how to install them."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise CvstyleError(f"--ray needs Ray Data, which is not installed: {INSTALL_COMMAND}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The models and how to run them, as ``apply`` takes them; each actor builds its own
+    Stylizers from these (model files given by path must be where every node sees them)."""
+
+    models: tuple[ModelSpec, ...] = ("sketch",)
+    device: str = "auto"
+    engine: str = "auto"
+    input_format: str | Preprocessing | None = None
+    manifest: str | None = None
+    fetch: bool = False  # download missing catalogue models on each node
+
+    def absolute(self) -> ModelSettings:
+        """The same settings with model files and the manifest as absolute paths (actors
+        do not run in the driver's folder); each model as ``(name, weight)`` pairs."""
+        models = tuple(
+            tuple(
+                (os.path.abspath(name) if Path(name).is_file() else name, weight)
+                for name, weight in (
+                    parse_model_spec(spec) if isinstance(spec, (str, os.PathLike)) else spec
+                )
+            )
+            for spec in self.models
+        )
+        manifest = os.path.abspath(self.manifest) if self.manifest else None
+        return replace(self, models=models, manifest=manifest)
+
+    def stylizers(self, device: str | None = None) -> list[Stylizer]:
+        """One Stylizer per model, on ``device`` (default: the settings' own)."""
+        if self.fetch:
+            from ..download import ensure_model  # requests is imported only when fetching
+
+            for spec in self.models:
+                for name, _ in parse_model_spec(spec) if isinstance(spec, str) else spec:
+                    ensure_model(name, self.manifest)
+        return [
+            Stylizer(
+                spec, device=device or self.device, manifest=self.manifest, engine=self.engine,
+                input_format=self.input_format,
+            )
+            for spec in self.models
+        ]
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where to run and how big each actor is."""
+
+    address: str = "auto"  # auto: $RAY_ADDRESS, else a new local Ray
+    actors_per_node: int | None = None  # default: as many as a node's GPUs, else one
+    cpus_per_actor: float | None = None  # default: 1 with GPUs, else all of a node's CPUs
+    gpus_per_actor: float = 0.0
+
