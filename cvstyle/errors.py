@@ -29,6 +29,12 @@ class ModelError(CvstyleError):
     exit_code = 3
 
 
+class MissingPackageError(CvstyleError):
+    """An engine asked for by name whose package is not installed."""
+
+    exit_code = 2
+
+
 class DownloadError(CvstyleError):
     """A model that could not be fetched or did not verify."""
 

@@ -64,6 +64,7 @@ class Network(Protocol):
 
     engine: str
     device: str
+    precision: str  # "exact" (float32) or "fast" (cvstyle.precision)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """The named ``outputs`` (default: the graph's own) for the named input blobs."""
@@ -91,6 +92,10 @@ class StyleRunner:
     @property
     def device(self) -> str:
         return self.network.device
+
+    @property
+    def precision(self) -> str:
+        return self.network.precision
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         """NCHW float32 blob of :func:`pad_to_network` of ``bgr``."""

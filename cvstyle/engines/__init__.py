@@ -2,24 +2,31 @@
 
 Every engine takes the same blob and gives the same output, so they share the runner's
 pre- and post-processing (:class:`~cvstyle.runner.StyleRunner`) and differ only in the
-network object each module here builds: :mod:`.opencv` (OpenCV's DNN module) and
-:mod:`.onnxruntime`. `.t7` checkpoints go to OpenCV 4's Torch importer directly; every
-other case runs the model's ONNX graph (:attr:`cvstyle.model.Model.graph`).
+network object each module here builds: :mod:`.opencv` (OpenCV's DNN module),
+:mod:`.onnxruntime` and :mod:`.openvino`; on the CPU ``auto`` takes the fastest one
+installed, as :mod:`.ranking` measured it. `.t7` checkpoints go to OpenCV 4's Torch
+importer directly; every other case runs the model's ONNX graph
+(:attr:`cvstyle.model.Model.graph`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
 import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import unknown_choice
+from .. import precision
+from ..errors import ModelError, unknown_choice
 from ..model import Model, cached_onnx, clear_model_cache, open_model
 from ..runner import VGG, Network, Preprocessing, StyleRunner
 from . import onnxruntime as ort_engine
+from . import openvino as ov_engine
+from . import ranking
 from .opencv import (
     DEVICES, OpenCvNetwork, cuda_available, has_new_engine, has_torch_importer, read_graph,
     read_onnx_file, read_torch,
@@ -28,42 +35,80 @@ from .opencv import (
 if TYPE_CHECKING:
     import onnx
 
-ENGINES = ("auto", "opencv", "onnxruntime")
-# On the CPU ONNX Runtime measured faster than OpenCV for both families
-# (docs/benchmarks.md), so `auto` prefers it there.
-AUTO_CPU_ENGINE = "onnxruntime"
+ENGINES = ("auto", "opencv", "onnxruntime", "openvino")
+PRECISIONS = precision.PRECISIONS
 CACHE_SIZE = 16  # loaded networks kept per process (each model, variant, engine, device)
 WHOLE = "whole"  # the variant that is the model as it is
 
-__all__ = ["DEVICES", "ENGINES", "choose_engine", "load_runner", "load_variant", "clear_network_cache"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEVICES", "ENGINES", "PRECISIONS", "choose_engine", "engine_candidates", "load_runner",
+    "load_variant", "clear_network_cache",
+]
 
 
-def choose_engine(engine: str, device: str, model: Model | str | os.PathLike) -> str:
-    """``opencv`` or ``onnxruntime``: ``auto`` takes ONNX Runtime when it has a GPU provider
-    for ``device``, OpenCV for OpenCL, and otherwise the faster engine on the CPU."""
+def choose_engine(
+    engine: str, device: str, model: Model | str | os.PathLike, wanted: str = precision.EXACT
+) -> str:
+    """The engine that runs ``model``: ``engine`` itself, or the first of ``auto``'s
+    :func:`engine_candidates`."""
+    return engine_candidates(engine, device, model, wanted)[0]
+
+
+def engine_candidates(
+    engine: str, device: str, model: Model | str | os.PathLike, wanted: str = precision.EXACT
+) -> list[str]:
+    """Engines to try in turn: ``auto`` takes ONNX Runtime when it has a GPU provider for
+    ``device``, OpenCV for OpenCL, and on the CPU every installed engine, fastest first
+    as measured on this machine in the ``wanted`` precision (:mod:`.ranking`)."""
     if engine not in ENGINES:
         raise unknown_choice("engine", engine, ENGINES)
+    if wanted not in PRECISIONS:
+        raise unknown_choice("precision", wanted, PRECISIONS)
     if engine != "auto":
-        return engine
+        return [engine]
     providers = ort_engine.available_providers()
     is_onnx = model.is_onnx if isinstance(model, Model) else os.fspath(model).lower().endswith(".onnx")
-    # A `.t7` reaches ONNX Runtime only through the converter, which needs `onnx`.
+    # A `.t7` reaches the ONNX engines only through the converter, which needs `onnx`.
     convertible = is_onnx or importlib.util.find_spec("onnx") is not None
-    if not providers or not convertible or device == "opencl":
-        return "opencv"
+    if not convertible or device == "opencl":
+        return ["opencv"]
     gpu = ort_engine.TENSORRT in providers if device == "cuda-fp16" else ort_engine.CUDA in providers
     if device != "cpu" and gpu:
-        return "onnxruntime"
+        return ["onnxruntime"]
     if device.startswith("cuda") or (device == "auto" and cuda_available()):
-        return "opencv"  # OpenCV's own CUDA backend, or its clear error when it has none
-    return AUTO_CPU_ENGINE
+        return ["opencv"]  # OpenCV's own CUDA backend, or its clear error when it has none
+    return ranking.ranked(_probe_network, wanted)
 
 
-def build_network(graph: "onnx.ModelProto", engine: str, device: str, name: str) -> Network:
-    """An in-memory graph loaded on ``engine`` (``opencv`` or ``onnxruntime``), uncached."""
+def build_network(
+    graph: "onnx.ModelProto", engine: str, device: str, name: str, wanted: str = precision.EXACT
+) -> Network:
+    """An in-memory graph loaded on ``engine``, uncached. Its ``precision`` says whether
+    it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``)."""
+    if engine == "openvino":
+        return ov_engine.OpenVinoNetwork(graph, device, name, wanted)
     if engine == "onnxruntime":
         return ort_engine.OnnxRuntimeNetwork(graph, device, name)
     return OpenCvNetwork(read_graph(graph, name), device, classic=not has_new_engine())
+
+
+@functools.lru_cache(maxsize=None)
+def _say_no_fast_mode(engine: str, device: str) -> None:
+    """Once per engine and device: ``fast`` asked for, exact running."""
+    if device != "cpu":
+        hint = ""
+    elif engine == "openvino" or not precision.cpu_has_bf16():
+        hint = "this CPU has no AVX512-BF16 or AMX"
+    else:
+        hint = "--engine openvino runs bfloat16 on this CPU" if ov_engine.available() else ""
+    log.warning(precision.fast_notice(engine, device, hint))
+
+
+def _probe_network(graph: "onnx.ModelProto", engine: str, wanted: str) -> Network:
+    return build_network(graph, engine, "cpu", "engine timing", wanted)
+
 
 
 def _whole_opencv_network(model: Model, device: str) -> Network:
@@ -97,37 +142,48 @@ def _cached(key: tuple, load: Callable[[], StyleRunner]) -> StyleRunner:
 def load_variant(
     model: Model, engine: str, device: str, variant: str,
     make_graph: Callable[[], "onnx.ModelProto"], preprocessing: Preprocessing | None = None,
+    wanted: str = precision.EXACT,
 ) -> StyleRunner:
     """The runner of a variant of ``model`` (named ``variant``, its graph made by
-    ``make_graph`` on first use), cached with the model's own networks."""
-    engine = choose_engine(engine, device, model)
+    ``make_graph`` on first use) in the ``wanted`` precision, cached with the model's own
+    networks. Under ``auto``, a model that one engine cannot load goes to the next."""
+    candidates = engine_candidates(engine, device, model, wanted)
     prep = preprocessing or model.preprocessing
-    key = (model.key, variant, engine, device, prep)
+    for position, candidate in enumerate(candidates):
 
-    def load() -> StyleRunner:
-        if variant == WHOLE and engine == "opencv":
-            network = _whole_opencv_network(model, device)
-        else:
-            network = build_network(make_graph(), engine, device, model.name)
-        return StyleRunner(network, prep, model.name)
+        def load(candidate: str = candidate) -> StyleRunner:
+            if variant == WHOLE and candidate == "opencv":
+                network = _whole_opencv_network(model, device)
+            else:
+                network = build_network(make_graph(), candidate, device, model.name, wanted)
+            if wanted == precision.FAST and network.precision != precision.FAST:
+                _say_no_fast_mode(candidate, network.device)
+            return StyleRunner(network, prep, model.name)
 
-    return _cached(key, load)
+        try:
+            return _cached((model.key, variant, candidate, device, prep, wanted), load)
+        except ModelError as error:
+            if position == len(candidates) - 1:
+                raise
+            log.info("%s; engine auto: trying %s instead", error, candidates[position + 1])
+    raise AssertionError("engine_candidates always gives at least one engine")
 
 
 def load_runner(
     model: Model | str | os.PathLike, engine: str = "auto", device: str = "auto",
-    preprocessing: Preprocessing | None = None,
+    preprocessing: Preprocessing | None = None, wanted: str = precision.EXACT,
 ) -> StyleRunner:
     """The (cached) runner of the `.t7` or `.onnx` model at ``model`` (a path or an open
     :class:`~cvstyle.model.Model`) on ``engine`` and ``device``.
 
     It is called on uint8 BGR images and returns uint8 BGR images; its ``engine`` and
-    ``device`` say where it runs. ``preprocessing`` is what a model given by path expects
-    (fast-neural-style's VGG by default).
+    ``device`` say where it runs, its ``precision`` whether it runs ``fast`` (``wanted``
+    where the engine has a faster mode). ``preprocessing`` is what a model given by path
+    expects (fast-neural-style's VGG by default).
     """
     if not isinstance(model, Model):
         model = open_model(model, preprocessing or VGG)
-    return load_variant(model, engine, device, WHOLE, lambda: model.graph, preprocessing)
+    return load_variant(model, engine, device, WHOLE, lambda: model.graph, preprocessing, wanted)
 
 
 def clear_network_cache() -> None:

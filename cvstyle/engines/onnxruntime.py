@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import CvstyleError, ModelError, first_line, unknown_choice
+from ..fast_graph import faster_graph
 from .opencv import DEVICES
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class OnnxRuntimeNetwork:
     providers in use, best first."""
 
     engine = "onnxruntime"
+    precision = "exact"
 
     def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model"):
         ort = _onnxruntime()
@@ -81,6 +83,8 @@ class OnnxRuntimeNetwork:
         # The memory pattern plans buffers for one input shape; photos and tiles change
         # shape, where it costs memory and gains no speed (docs/benchmarks.md).
         options.enable_mem_pattern = False
+        if wanted[0][0] == CPU:  # measured on CPUs only (cvstyle.fast_graph)
+            graph = faster_graph(graph)
         try:
             self.session = ort.InferenceSession(graph.SerializeToString(), options, providers=wanted)
         except Exception as error:  # onnxruntime raises its own untyped exceptions

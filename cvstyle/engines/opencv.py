@@ -103,6 +103,7 @@ class OpenCvNetwork:
     named outputs (a Torch-imported net has one input and answers to layer names)."""
 
     engine = "opencv"
+    precision = "exact"
 
     def __init__(self, net: cv2.dnn.Net, device: str = "auto", classic: bool = True):
         self.device = resolve_device(device)

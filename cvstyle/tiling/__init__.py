@@ -92,13 +92,16 @@ def _measuring(model: Model, runner: StyleRunner, border: int | None) -> StyleRu
         base = _unpadded(model) if border else model.graph
         return surgery.with_outputs(base, surgery.normalisation_inputs(base), replace=True)
 
-    return load_variant(model, runner.engine, runner.device, "normalisation-inputs", graph)
+    return load_variant(
+        model, runner.engine, runner.device, "normalisation-inputs", graph, wanted=runner.precision
+    )
 
 
 def _frozen(model: Model, runner: StyleRunner, border: int | None, statistics: Statistics) -> StyleRunner:
     base = _unpadded(model) if border else model.graph
     graph = surgery.freeze_instance_norms(base, statistics)
-    return StyleRunner(build_network(graph, runner.engine, runner.device, model.name), model.preprocessing, model.name)
+    network = build_network(graph, runner.engine, runner.device, model.name, runner.precision)
+    return StyleRunner(network, model.preprocessing, model.name)
 
 
 def image_statistics(
@@ -173,7 +176,9 @@ def stylize_large(
         frozen = image_statistics(model, runner, bgr, settings)
         tile_runner = _frozen(model, runner, border, frozen)
     elif border:
-        tile_runner = load_variant(model, runner.engine, runner.device, "unpadded", lambda: _unpadded(model))
+        tile_runner = load_variant(
+            model, runner.engine, runner.device, "unpadded", lambda: _unpadded(model), wanted=runner.precision
+        )
     else:
         tile_runner = runner
     return stylize_tiled(tile_runner, bgr, max_core, margin, border or 0, progress)

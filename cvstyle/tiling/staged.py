@@ -79,10 +79,10 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     stages = surgery.split_stages(_graph(model, border))
     final = _final_output(model, border)
     kept = sorted({name for stage in stages for name in stage.outputs} - {final})
-    engine, device = runner.engine, runner.device
+    engine, device, wanted = runner.engine, runner.device, runner.precision
     probe = load_variant(
         model, engine, device, "stage-probe",
-        lambda: surgery.with_outputs(_graph(model, border), kept, replace=True),
+        lambda: surgery.with_outputs(_graph(model, border), kept, replace=True), wanted=wanted,
     )
     geometry = dict(zip(kept, map_geometry(probe, kept)))
     # The picture: the padded image less the border the padding added.
@@ -91,7 +91,7 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
     runners = [
-        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph)
+        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted)
         for index, stage in enumerate(stages)
     ]
     sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
