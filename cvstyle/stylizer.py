@@ -52,7 +52,7 @@ def split_model_spec(text: str) -> list[tuple[str, float]]:
 
 def load_model(
     model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto",
-    input_format: str | Preprocessing | None = None,
+    input_format: str | Preprocessing | None = None, precision: str = "exact",
 ) -> tuple[Model, StyleRunner]:
     """Resolve a catalogue name or path; return the open model and its (cached) runner.
 
@@ -74,7 +74,7 @@ def load_model(
     else:
         preprocessing = presets.preset(input_format)
     opened = open_model(path, preprocessing)
-    return opened, load_runner(opened, engine, device)
+    return opened, load_runner(opened, engine, device, wanted=precision)
 
 
 class Stylizer:
@@ -84,8 +84,10 @@ class Stylizer:
     ``"sketch"``, a path to a `.t7` file, a mix such as ``"candy:0.7+udnie:0.3"``, or a
     list of ``(model, weight)`` pairs; model files are `.t7` or `.onnx`. ``device`` is
     ``auto``, ``cpu``, ``opencl``, ``cuda`` or ``cuda-fp16``. ``engine`` is ``auto``,
-    ``opencv`` or ``onnxruntime`` (``auto``: ONNX Runtime where it is installed, with a
-    GPU provider or on the CPU, where it measured faster; else OpenCV).
+    ``opencv``, ``onnxruntime`` or ``openvino`` (``auto``: ONNX Runtime with a GPU
+    provider; on the CPU the installed engine that measured fastest on this machine).
+    ``precision`` is ``exact`` (float32, the default) or ``fast`` (bfloat16 through
+    OpenVINO on CPUs with AVX512-BF16 or AMX, at a measured cost: see the README).
     ``input_format`` is how model files given by path want their pixels: a preset
     (``vgg``, the default and what `.t7` models take; ``rgb255`` for the PyTorch example
     trainer's models; ``rgb01``: see :mod:`cvstyle.presets`) or a
@@ -103,6 +105,7 @@ class Stylizer:
         manifest: str | os.PathLike | None = None,
         engine: str = "auto",
         input_format: str | Preprocessing | None = None,
+        precision: str = "exact",
     ):
         parts = (
             parse_model_spec(model)
@@ -111,7 +114,7 @@ class Stylizer:
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
         self.models, self.runners = zip(
-            *(load_model(name, device, manifest, engine, input_format) for name, _ in parts)
+            *(load_model(name, device, manifest, engine, input_format, precision) for name, _ in parts)
         )
         names = [model_display_name(name) for name, _ in parts]
         self.name = "+".join(names)
@@ -127,6 +130,11 @@ class Stylizer:
     @property
     def engine(self) -> str:
         return self.runners[0].engine
+
+    @property
+    def precision(self) -> str:
+        """What runs: ``exact``, or ``fast`` where it was asked for and exists."""
+        return self.runners[0].precision
 
     def stylize(
         self,

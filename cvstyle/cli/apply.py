@@ -16,7 +16,7 @@ from ..memory import parse_size
 from ..tiling import tile_settings
 from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
-from .options import echo_engines, engine_option, input_format_option
+from .options import echo_engines, engine_option, input_format_option, log_to_stderr, precision_option
 
 
 @cli.command("apply")
@@ -72,8 +72,9 @@ from .options import echo_engines, engine_option, input_format_option
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
 @engine_option
+@precision_option
 @input_format_option
-@click.option("-v", "--verbose", is_flag=True, help="Say which engine and device run each model.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which engine, device and precision run each model (and why auto chose it).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
@@ -88,8 +89,9 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0, help="With --ray: GPUs per actor.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, tile_size,
-    statistics, exact_statistics, max_memory, quality, stabilize, device, engine, input_format, verbose,
-    max_pixels, manifest, fetch, skip_existing, ray_address, actors_per_node, cpus_per_actor, gpus_per_actor,
+    statistics, exact_statistics, max_memory, quality, stabilize, device, engine, precision, input_format,
+    verbose, max_pixels, manifest, fetch, skip_existing, ray_address, actors_per_node, cpus_per_actor,
+    gpus_per_actor,
 ):
     """Stylize INPUTS (image and video files, directories or glob patterns).
 
@@ -124,8 +126,12 @@ def apply_command(
         total = report.planned + report.listing_failures
         return _summarise(report.failures, report.written, total, len(report.skipped))
     sources, failures = batch.expand_inputs(inputs)
+    log_to_stderr(verbose)
     stylizers = [
-        Stylizer(model, device=device, manifest=manifest, engine=engine, input_format=input_format)
+        Stylizer(
+            model, device=device, manifest=manifest, engine=engine, input_format=input_format,
+            precision=precision,
+        )
         for model in models
     ]
     if verbose:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from .. import presets
-from ..engines import ENGINES
+from ..engines import ENGINES, PRECISIONS
 from ..errors import CvstyleError
 
 
@@ -28,7 +30,14 @@ class _OneLineChoice(click.Choice):
 
 engine_option = click.option(
     "--engine", type=_OneLineChoice(ENGINES, "engine"), default="auto", show_default=True,
-    help="auto: ONNX Runtime where installed (faster on the CPU, CUDA where present), else OpenCV.",
+    help="auto: ONNX Runtime with CUDA where present; on the CPU the installed engine that "
+    "measured fastest here (timed once, see README Engines).",
+)
+
+precision_option = click.option(
+    "--precision", type=_OneLineChoice(PRECISIONS, "precision"), default="exact", show_default=True,
+    help="exact: float32 on every engine. fast: bfloat16 (OpenVINO, CPUs with AVX512-BF16 or "
+    "AMX), about 1 grey level off on average (README Engines); says so where nothing is faster.",
 )
 
 input_format_option = click.option(
@@ -41,6 +50,16 @@ input_format_option = click.option(
 
 
 def echo_engines(stylizers) -> None:
-    """One stderr line per model: which engine and device run it."""
+    """One stderr line per model: which engine, device and precision run it."""
     for stylizer in stylizers:
-        click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}", err=True)
+        click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}, {stylizer.precision}", err=True)
+
+
+def log_to_stderr(verbose: bool) -> None:
+    """Library messages on stderr, one line each: warnings always (such as ``fast``
+    running exact), with ``verbose`` also what ``auto`` decided and why."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("cvstyle: %(message)s"))
+    logger = logging.getLogger("cvstyle")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)

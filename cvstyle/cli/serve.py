@@ -9,7 +9,7 @@ import click
 from ..errors import CvstyleError
 from ..engines import DEVICES
 from . import cli
-from .options import engine_option, input_format_option
+from .options import engine_option, input_format_option, precision_option
 
 WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'"
 
@@ -27,6 +27,7 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=None, help="Seconds an upload may pause (default 30).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @engine_option
+@precision_option
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 @click.option(
     "--model-file", "model_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
@@ -35,7 +36,7 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 @input_format_option
 def serve_command(
     host, port, workers, queue_size, max_upload_mb, max_size, max_image_mb, max_connections, header_timeout,
-    body_timeout, device, engine, manifest, model_files, input_format,
+    body_timeout, device, engine, precision, manifest, model_files, input_format,
 ):
     """Serve the browser app: upload a photo, pick a style, download the painting."""
     try:
@@ -53,7 +54,7 @@ def serve_command(
         models=models, workers=workers, queue_size=queue_size,
         max_upload_bytes=int(max_upload_mb * 1e6), max_size=max_size,
         max_image_bytes=int(max_image_mb * 1e6), device=device,
-        manifest=manifest, engine=engine,
+        manifest=manifest, engine=engine, precision=precision,
     )
     given = {
         "max_connections": max_connections, "header_timeout": header_timeout,

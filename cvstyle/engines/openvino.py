@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import fast_graph, precision
-from ..errors import CvstyleError, MissingPackageError, ModelError, first_line, unknown_choice
+from ..errors import CvstyleError, MissingPackageError, ModelError, quote, unknown_choice
 from .opencv import DEVICES
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 OPENVINO_MISSING = "the openvino engine needs openvino: pip install -e '.[openvino]'"
 CPU, GPU = "CPU", "GPU"
+# OpenVINO's errors open with where in its sources they were raised; the reason follows.
+_SOURCE_LINES = ("Exception from ", "Check ", "FrontEnd API failed", "Summary:", "To facilitate")
 
 
 def _openvino():
@@ -80,6 +82,15 @@ def inference_precision(wanted: str, target: str) -> str:
     return "bf16" if precision.cpu_has_bf16() else "f32"
 
 
+def reason(error: BaseException) -> str:
+    """The line of an OpenVINO error that says what went wrong (such as ``No conversion
+    rule found for operations: Det-18``), not where in OpenVINO it was raised."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    summary = [line[3:] for line in lines if line.startswith("-- ")]
+    plain = [line for line in lines if not line.startswith(_SOURCE_LINES)]
+    return quote((summary or plain or lines or ["unknown error"])[0])
+
+
 def _any_size(model, openvino) -> None:
     """Free the input's height and width; one image per forward, as the runner feeds."""
     for value in model.inputs:
@@ -110,7 +121,7 @@ class OpenVinoNetwork:
             _any_size(model, openvino)
             self.compiled = core.compile_model(model, target, config)
         except (RuntimeError, ValueError, TypeError) as error:  # OpenVINO's untyped failures
-            raise ModelError(f"{name}: openvino cannot compile this model ({first_line(error)})") from None
+            raise ModelError(f"{name}: openvino cannot compile this model ({reason(error)})") from None
         self.request = self.compiled.create_infer_request()
         self.input_names = [value.any_name for value in self.compiled.inputs]
 

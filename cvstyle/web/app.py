@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..engines import ENGINES
+from ..engines import ENGINES, PRECISIONS
 from ..errors import unknown_choice
 from . import page, routes
 from .middleware import RequestLog, SecurityHeaders, UploadLimit
@@ -43,6 +43,7 @@ def create_app(
     device: str = "auto",
     manifest: str | os.PathLike | None = None,
     engine: str = "auto",
+    precision: str = "exact",
 ) -> FastAPI:
     """The web app.
 
@@ -53,12 +54,15 @@ def create_app(
     larger images are refused before decoding. ``max_image_bytes``: so are images whose
     decoded pixels would take more memory than this (16-bit and alpha samples count
     in full; the default takes any 8-bit photo under ``max_pixels``). ``device`` and ``engine`` (``auto``,
-    ``opencv`` or ``onnxruntime``): where networks run.
+    ``opencv``, ``onnxruntime`` or ``openvino``): where networks run; ``precision``:
+    ``exact`` or ``fast`` (:class:`~cvstyle.Stylizer`).
     """
     if engine not in ENGINES:  # now, not on every request
         raise unknown_choice("engine", engine, ENGINES)
+    if precision not in PRECISIONS:
+        raise unknown_choice("precision", precision, PRECISIONS)
     registry = ModelRegistry(
-        models if models is not None else default_models(manifest), device, manifest, engine
+        models if models is not None else default_models(manifest), device, manifest, engine, precision
     )
     pool = WorkerPool(workers, queue_size)
     limits = routes.Limits(max_upload_bytes, max_size, max_pixels, max_image_bytes)

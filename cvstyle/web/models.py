@@ -99,11 +99,12 @@ class ModelRegistry:
 
     def __init__(
         self, models: Iterable[WebModel], device: str, manifest: str | os.PathLike | None,
-        engine: str = "auto",
+        engine: str = "auto", precision: str = "exact",
     ):
         self.models = {model.name: model for model in models}
         self.device = device
         self.engine = engine
+        self.precision = precision
         self.manifest = manifest
         self._stylizers: OrderedDict[str, Stylizer] = OrderedDict()
         self._lock = threading.Lock()
@@ -166,9 +167,12 @@ class ModelRegistry:
                     raise CvstyleError("cannot mix model files that take different input formats")
                 stylizer = Stylizer(
                     [(model.source, weight) for model, weight in choice.parts], self.device,
-                    self.manifest, self.engine, formats.pop() if formats else None,
+                    self.manifest, self.engine, formats.pop() if formats else None, self.precision,
                 )
-                log.info("model %s loaded: %s on %s", choice.name, stylizer.engine, stylizer.device)
+                log.info(
+                    "model %s loaded: %s on %s, %s", choice.name, stylizer.engine, stylizer.device,
+                    stylizer.precision,
+                )
                 self._stylizers[choice.name] = stylizer
                 if len(self._stylizers) > MAX_MIXES + len(self.models):
                     self._stylizers.popitem(last=False)

@@ -1,0 +1,150 @@
+"""The openvino engine: the float64 reference within 1 grey level at any size, one
+compiled model for every size, tiling with frozen statistics, and one-line errors for a
+missing package and a model OpenVINO cannot compile (where ``auto`` moves on)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import reference_net
+from cvstyle import engines, onnx_export, torch7, tiling
+from cvstyle.cli import main
+from cvstyle.errors import CvstyleError
+from cvstyle.engines import load_runner, ranking
+from cvstyle.engines import openvino as ov_engine
+from cvstyle.model import open_model
+from cvstyle.stylizer import Stylizer
+from cvstyle.tiling import TileSettings
+
+pytest.importorskip("openvino", reason="the openvino engine needs openvino (cvstyle[openvino])")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(autouse=True)
+def fresh_networks():
+    engines.clear_network_cache()
+    yield
+    engines.clear_network_cache()
+
+
+def _resized(photo: np.ndarray, height: int, width: int) -> np.ndarray:
+    return cv2.resize(photo, (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("height,width", [(199, 301), (37, 53), (64, 48)])
+def test_matches_the_float64_reference(fixture_model, cat_bgr, height, width):
+    image = _resized(cat_bgr, height, width)
+    result = load_runner(fixture_model, "openvino", "cpu")(image)
+    expected = reference_net.stylize(torch7.load(fixture_model)["model"], image)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
+    assert np.abs(result.astype(float) - image).mean() > 20  # it really paints
+
+
+def test_agrees_with_onnxruntime(fixture_model, cat_bgr):
+    pytest.importorskip("onnxruntime")
+    image = _resized(cat_bgr, 123, 157)
+    ours = load_runner(fixture_model, "openvino", "cpu")(image).astype(int)
+    theirs = load_runner(fixture_model, "onnxruntime", "cpu")(image).astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+
+
+def test_one_compiled_model_for_every_size(instance_norm_model, cat_bgr):
+    runner = load_runner(instance_norm_model, "openvino", "cpu")
+    network = runner.network
+    compiled = network.compiled
+    shape = compiled.inputs[0].get_partial_shape()
+    assert shape[2].is_dynamic and shape[3].is_dynamic
+    small, large = runner(cat_bgr[:50, :70]), runner(cat_bgr)
+    again = runner(cat_bgr[:50, :70])
+    assert small.shape == (50, 70, 3) and large.shape == cat_bgr.shape
+    assert np.array_equal(small, again)
+    assert runner.network is network and network.compiled is compiled
+    assert (runner.engine, runner.device, runner.precision) == ("openvino", "cpu", "exact")
+
+
+def test_tiles_with_frozen_statistics_equal_one_pass(instance_norm_model, cat_bgr):
+    photo = _resized(cat_bgr, 251, 333)
+    runner = load_runner(instance_norm_model, "openvino", "cpu")
+    whole = runner(photo).astype(int)
+    settings = TileSettings(statistics_pixels=120 * 90, max_tile=128)
+    tiled = tiling.stylize_large(runner, open_model(instance_norm_model), photo, settings, statistics="exact")
+    assert np.abs(tiled.astype(int) - whole).max() <= 2  # as on the other engines (test_tiling)
+
+
+def test_missing_package_is_one_line_naming_pip(monkeypatch, capsys, eccv16_model, tmp_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    photo = tmp_path / "in.png"
+    cv2.imwrite(str(photo), np.full((20, 20, 3), 120, np.uint8))
+    code = main(["apply", str(photo), "-m", str(eccv16_model), "-o", str(tmp_path), "--engine", "openvino"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["cvstyle: error: the openvino engine needs openvino: pip install -e '.[openvino]'"]
+    assert not list(tmp_path.glob("in_*"))
+    assert "openvino" not in ranking.installed_engines()
+
+
+def _graph_openvino_cannot_convert(tmp_path):
+    """An identity network scaled by Det(2*I): ONNX Runtime runs Det, OpenVINO has no
+    conversion rule for it."""
+    helper = onnx.helper
+    nodes = [helper.make_node("Det", ["matrix"], ["det"]), helper.make_node("Mul", ["input", "det"], ["output"])]
+    graph = helper.make_graph(
+        nodes, "det",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, None, None])],
+        [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, [1, 3, None, None])],
+        [onnx.numpy_helper.from_array(np.eye(2, dtype=np.float32) * np.float32(0.5) ** 0.5, "matrix")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_export.OPSET)], ir_version=8)
+    path = tmp_path / "det.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_a_model_openvino_cannot_compile_is_one_line(capsys, tmp_path):
+    model = _graph_openvino_cannot_convert(tmp_path)
+    photo = tmp_path / "in.png"
+    cv2.imwrite(str(photo), np.full((20, 20, 3), 120, np.uint8))
+    code = main(["apply", str(photo), "-m", str(model), "-o", str(tmp_path), "--engine", "openvino"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1
+    assert err[0].startswith(f"cvstyle: error: {model}: openvino cannot compile this model (")
+    assert "Det" in err[0] and "Exception from" not in err[0]
+
+
+def test_auto_falls_back_to_the_next_engine_and_says_so(monkeypatch, caplog, capsys, tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = _graph_openvino_cannot_convert(tmp_path)
+    monkeypatch.setattr(ranking, "ranked", lambda build, wanted: ["openvino", "onnxruntime", "opencv"])
+    with caplog.at_level(logging.INFO, logger="cvstyle"):
+        stylizer = Stylizer(str(model), engine="auto", device="cpu", input_format="rgb01")
+    assert stylizer.engine == "onnxruntime"
+    assert any("openvino cannot compile" in r.message and "trying onnxruntime" in r.message for r in caplog.records)
+    photo = tmp_path / "in.png"
+    cv2.imwrite(str(photo), np.full((20, 20, 3), 120, np.uint8))
+    engines.clear_network_cache()
+    code = main(["apply", str(photo), "-m", str(model), "-o", str(tmp_path), "--input-format", "rgb01", "-v"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "openvino cannot compile this model" in err and "engine auto: trying onnxruntime instead" in err
+    assert f"{model.stem}: onnxruntime on cpu, exact" in err
+
+
+def test_reason_is_the_line_that_says_what_failed():
+    error = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:105:\nCheck 'false' failed at x.cpp:151:\n"
+        "FrontEnd API failed with OpConversionFailure:\nModel wasn't fully converted.\nSummary:\n"
+        "-- No conversion rule found for operations: Det-18\nTo facilitate the conversion, refer to ..."
+    )
+    assert ov_engine.reason(error) == "No conversion rule found for operations: Det-18"
+    assert ov_engine.reason(RuntimeError("Exception from a.cpp:1:\nout of memory")) == "out of memory"
+
+
+def test_cuda_is_refused_in_one_line(eccv16_model):
+    with pytest.raises(CvstyleError, match="^the openvino engine has no CUDA device"):
+        load_runner(eccv16_model, "openvino", "cuda")
