@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -55,11 +56,30 @@ def echo_engines(stylizers) -> None:
         click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}, {stylizer.precision}", err=True)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (commands may run more than once per
+    process, as in tests, with stderr replaced in between)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("cvstyle: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+_stderr_handler = _StderrHandler()
+
+
 def log_to_stderr(verbose: bool) -> None:
     """Library messages on stderr, one line each: warnings always (such as ``fast``
     running exact), with ``verbose`` also what ``auto`` decided and why."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("cvstyle: %(message)s"))
     logger = logging.getLogger("cvstyle")
-    logger.addHandler(handler)
+    if _stderr_handler not in logger.handlers:
+        logger.addHandler(_stderr_handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)

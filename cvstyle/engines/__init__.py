@@ -11,7 +11,6 @@ importer directly; every other case runs the model's ONNX graph
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import logging
 import os
@@ -94,9 +93,8 @@ def build_network(
     return OpenCvNetwork(read_graph(graph, name), device, classic=not has_new_engine())
 
 
-@functools.lru_cache(maxsize=None)
 def _say_no_fast_mode(engine: str, device: str) -> None:
-    """Once per engine and device: ``fast`` asked for, exact running."""
+    """``fast`` asked for, exact running (said as each model loads)."""
     if device != "cpu":
         hint = ""
     elif engine == "openvino" or not precision.cpu_has_bf16():
