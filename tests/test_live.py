@@ -112,7 +112,7 @@ def test_engine_option_runs_the_models_there(tmp_path, video, engine, capsys):
     code = main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", engine, "--size", "32"])
     assert code == 0
     err = capsys.readouterr().err.replace("\r", "\n").splitlines()
-    assert err.count(f"sketch: {engine} on cpu") == 1  # said once, at the start
+    assert err.count(f"sketch: {engine} on cpu, exact") == 1  # said once, at the start
     assert len(read_video(out)) == 12
 
 

@@ -173,3 +173,28 @@ def test_fast_ranks_by_fast_times_where_an_engine_has_them(monkeypatch):
     assert choose_engine("auto", "cpu", "style.onnx", "exact") == "onnxruntime"
     assert choose_engine("auto", "cpu", "style.onnx", "fast") == "openvino"
     assert engines.engine_candidates("auto", "cpu", "style.onnx") == ["onnxruntime", "openvino", "opencv"]
+
+
+def test_live_overlay_labels_say_engine_and_precision():
+    pytest.importorskip("onnxruntime")
+    from cvstyle import live
+
+    painter = live.Painter([Stylizer("sketch", device="cpu", engine="onnxruntime")])
+    assert painter.labels == ["sketch (onnxruntime, exact)"]
+    _, labels = live.render(painter, np.zeros((24, 32, 3), np.uint8), live.LiveState(styles=1))
+    assert labels == ["sketch (onnxruntime, exact)"]
+
+
+@needs_bf16
+def test_live_runs_fast_and_says_so(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    video = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 36))
+    for index in range(4):
+        writer.write(np.full((36, 48, 3), 40 * index, np.uint8))
+    writer.release()
+    out = tmp_path / "out.avi"
+    code = main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", "openvino", "--precision", "fast"])
+    assert code == 0
+    err = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert err.count("sketch: openvino on cpu, fast") == 1

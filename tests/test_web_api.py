@@ -315,7 +315,7 @@ def test_create_app_builds_stylizers_on_the_engine(store_home, tmp_path, monkeyp
             decoded(stylize(client, model="test/engine", size=64))
     assert engines_used == [engine]
     loaded = [r.getMessage() for r in caplog.records if " loaded: " in r.getMessage()]
-    assert loaded == [f"model test/engine loaded: {engine} on cpu"]  # once per model load
+    assert loaded == [f"model test/engine loaded: {engine} on cpu, exact"]  # once per model load
 
 
 def test_create_app_refuses_an_unknown_engine():

@@ -301,7 +301,7 @@ def test_serve_starts_the_app_on_loopback(store_home, wave_model, tmp_path):
         server.wait(10)
     request_line = r"cvstyle\.web 127\.0\.0\.1 POST /api/stylize 200 \d+ms model=local/wave size=64"
     assert len(re.findall(request_line, log.read_text())) == 1
-    assert log.read_text().count("cvstyle.web model local/wave loaded: opencv on cpu") == 1
+    assert log.read_text().count("cvstyle.web model local/wave loaded: opencv on cpu, exact") == 1
 
 
 def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):

@@ -12,7 +12,7 @@ from ..errors import CvstyleError
 from ..engines import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer
 from . import cli
-from .options import echo_engines, engine_option, input_format_option
+from .options import echo_engines, engine_option, input_format_option, log_to_stderr, precision_option
 
 _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 
@@ -53,6 +53,7 @@ class _FrameBar:
 )
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs.")
 @engine_option
+@precision_option
 @input_format_option
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -73,8 +74,8 @@ class _FrameBar:
 )
 @click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
 def live_command(
-    models, source, size, device, engine, input_format, output, no_window, preserve_colors, strength,
-    stabilize, manifest,
+    models, source, size, device, engine, precision, input_format, output, no_window, preserve_colors,
+    strength, stabilize, manifest,
 ):
     """Stylize a camera, stream or video file live, in a window and/or to a file.
 
@@ -92,8 +93,12 @@ def live_command(
         raise CvstyleError("no model given")
     if output is not None:
         live.check_video_path(output)  # before models load or a camera opens
+    log_to_stderr(verbose=False)  # such as fast running exact
     stylizers = [
-        Stylizer(name, device=device, manifest=manifest, engine=engine, input_format=input_format)
+        Stylizer(
+            name, device=device, manifest=manifest, engine=engine, input_format=input_format,
+            precision=precision,
+        )
         for name in names
     ]
     echo_engines(stylizers)  # once, before the loop: where each model runs

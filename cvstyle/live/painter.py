@@ -41,6 +41,15 @@ class Painter:
     def names(self) -> list[str]:
         return [stylizer.name for stylizer in self.stylizers]
 
+    @property
+    def labels(self) -> list[str]:
+        """Each style's name with the engine and precision running it, for the overlay
+        (just the name for stylizer-like objects that do not say)."""
+        return [
+            f"{s.name} ({s.engine}, {s.precision})" if hasattr(s, "engine") and hasattr(s, "precision") else s.name
+            for s in self.stylizers
+        ]
+
     def prepare(self, image: np.ndarray) -> np.ndarray:
         return fit_longer_side(image, self.size) if self.size else image
 

@@ -36,7 +36,7 @@ def render(painter: Painter, image: np.ndarray, state: LiveState) -> tuple[np.nd
     original, painted = painter.paint(
         image, state.visible(), preserve_colors=state.preserve_colors, strength=state.strength
     )
-    labels = [painter.names[i] for i in state.visible()]
+    labels = [painter.labels[i] for i in state.visible()]
     if state.side_by_side:
         return compose([original, *painted]), ["original", *labels]
     return compose(painted), labels
