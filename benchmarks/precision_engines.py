@@ -1,7 +1,7 @@
 """Engines and precisions on this CPU: speed against exact ONNX Runtime, fidelity against
 exact, live frame rate and batch throughput (issue 13's figures), as markdown.
 
-    python benchmarks/precision_engines.py [--quick] [--parts speed,fidelity,live,batch]
+    python benchmarks/precision_engines.py [--quick] [--parts speed,fidelity,live,batch,profile]
 
 speed: each (engine, precision) runs both fixture families at 640x480 and 1024x768
 through the whole runner (pre- and post-processing included); configurations are
@@ -13,7 +13,9 @@ fidelity: grey-level difference from exact ONNX Runtime (mean, 99th percentile, 
 over all pixels) on the four bundled samples at their own sizes, for both fixture
 families and the built-in sketch. live: ``cvstyle live``'s loop headless on a
 simulated 30 FPS camera (instance_norm, 640x480). batch: ``cvstyle apply`` on a folder
-of 640x480 photos against the same number of forward passes alone.
+of 640x480 photos against the same number of forward passes alone. profile: time per
+operator type in one 640x480 forward (ONNX Runtime's profiler, OpenVINO's performance
+counters), with the converted graph as it is and after :func:`cvstyle.fast_graph.faster_graph`.
 """
 
 from __future__ import annotations
@@ -148,6 +150,64 @@ def batch(models: dict, count: int, engine: str, wanted: str) -> None:
           f"{count / applied:.2f} | {forward / applied:.0%} |")
 
 
+def _onnxruntime_profile(graph, blob: np.ndarray) -> dict[str, float]:
+    import json
+
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "cvstyle-ort-profile")
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"input": blob})  # warm-up
+    runs = 2
+    for _ in range(runs):
+        session.run(None, {"input": blob})
+    path = session.end_profiling()
+    events = [e for e in json.loads(Path(path).read_text()) if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    Path(path).unlink()
+    totals: dict[str, float] = {}
+    for event in events[len(events) // (runs + 1):]:  # the warm-up's events come first
+        totals[event["args"]["op_name"]] = totals.get(event["args"]["op_name"], 0.0) + event["dur"] / 1000 / runs
+    return totals
+
+
+def _openvino_profile(graph, blob: np.ndarray, hint: str) -> dict[str, float]:
+    """Per operator type, as the openvino engine compiles the graph (free height and
+    width, explicit precision, latency hint) with OpenVINO's performance counters on."""
+    import openvino
+
+    core = openvino.Core()
+    model = core.read_model(graph.SerializeToString(), b"")
+    model.reshape({model.inputs[0].any_name: openvino.PartialShape([1, 3, -1, -1])})
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    request.infer({0: blob})  # warm-up: kernels for this shape
+    request.infer({0: blob})
+    totals: dict[str, float] = {}
+    for info in request.get_profiling_info():
+        totals[info.node_type] = totals.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1000
+    return totals
+
+
+def profile(models: dict) -> None:
+    from cvstyle.fast_graph import faster_graph
+    from cvstyle.model import open_model
+
+    blob = np.random.default_rng(0).normal(0.0, 60.0, (1, 3, 480, 640)).astype(np.float32)
+    print("| family | engine | graph | total ms | largest operator types (ms) |")
+    print("|---|---|---|---:|---|")
+    for family in FAMILIES:
+        graph = open_model(models[family]).graph
+        for label, variant in [("as converted", graph), ("faster_graph", faster_graph(graph))]:
+            measured = {"onnxruntime": _onnxruntime_profile(variant, blob)}
+            for hint in ("f32", "bf16") if precision.cpu_has_bf16() else ("f32",):
+                measured[f"openvino {hint}"] = _openvino_profile(variant, blob, hint)
+            for engine, totals in measured.items():
+                top = ", ".join(f"{op} {ms:.0f}" for op, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:5])
+                print(f"| {family} | {engine} | {label} | {sum(totals.values()):.0f} | {top} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 frames, 640x480 only, smaller batch")
@@ -167,6 +227,9 @@ def main() -> None:
         if "live" in parts:
             print()
             live_fps(models, 8 if args.quick else 20, CONFIGURATIONS[:3])
+        if "profile" in parts:
+            print()
+            profile(models)
         if "batch" in parts:
             print("\n| batch | engine | precision | forward-only photos/s | apply photos/s | ratio |")
             print("|---|---|---|---:|---:|---:|")
