@@ -306,7 +306,7 @@ def test_create_app_builds_stylizers_on_the_engine(store_home, tmp_path, monkeyp
     engines_used = []
     real_load = stylizer.load_runner
     monkeypatch.setattr(
-        stylizer, "load_runner", lambda p, e, *rest: engines_used.append(e) or real_load(p, e, *rest)
+        stylizer, "load_runner", lambda p, e, *rest, **kw: engines_used.append(e) or real_load(p, e, *rest, **kw)
     )
     app = create_app([file_model(path, "test/engine")], workers=1, queue_size=2, engine=engine)
     with caplog.at_level(logging.INFO, logger="cvstyle.web"):
