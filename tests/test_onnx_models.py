@@ -24,6 +24,12 @@ ENGINES = [
         "onnxruntime",
         marks=pytest.mark.skipif(not HAVE_ORT, reason="ONNX Runtime is not installed (cvstyle[onnx])"),
     ),
+    pytest.param(
+        "openvino",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed (cvstyle[openvino])"
+        ),
+    ),
 ]
 RED, BLUE = 2, 0  # channel indices in BGR
 

@@ -148,3 +148,19 @@ def test_reason_is_the_line_that_says_what_failed():
 def test_cuda_is_refused_in_one_line(eccv16_model):
     with pytest.raises(CvstyleError, match="^the openvino engine has no CUDA device"):
         load_runner(eccv16_model, "openvino", "cuda")
+
+
+@pytest.mark.parametrize("fixed_size", [None, (32, 32)])
+def test_user_onnx_models_at_any_size(tmp_path, cat_bgr, fixed_size):
+    """A PyTorch-example-shaped graph, also one exported at a fixed height and width,
+    agrees with ONNX Runtime at sizes that are and are not multiples of 4."""
+    pytest.importorskip("onnxruntime")
+    import onnx_graphs
+
+    model = onnx_graphs.transformer_net(tmp_path / "net.onnx", seed=3, fixed_size=fixed_size)
+    ours = Stylizer(model, engine="openvino", device="cpu", input_format="rgb255")
+    theirs = Stylizer(model, engine="onnxruntime", device="cpu", input_format="rgb255")
+    for image in (_resized(cat_bgr, 47, 61), _resized(cat_bgr, 45, 52)):
+        a, b = ours.stylize(image), theirs.stylize(image)
+        assert a.shape == image.shape
+        assert np.abs(a.astype(int) - b).max() <= 1
