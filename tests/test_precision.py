@@ -198,3 +198,12 @@ def test_live_runs_fast_and_says_so(tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert err.count("sketch: openvino on cpu, fast") == 1
+
+
+def test_serve_takes_a_precision(eccv16_model):
+    pytest.importorskip("fastapi")
+    from cvstyle.web import create_app
+
+    with pytest.raises(CvstyleError, match="^unknown precision 'half': choose one of exact, fast$"):
+        create_app(models=[], precision="half")
+    assert create_app(models=[], precision="fast") is not None
