@@ -68,13 +68,21 @@ def test_one_compiled_model_for_every_size(instance_norm_model, cat_bgr):
     assert (runner.engine, runner.device, runner.precision) == ("openvino", "cpu", "exact")
 
 
-def test_tiles_with_frozen_statistics_equal_one_pass(instance_norm_model, cat_bgr):
+def test_tiles_equal_one_pass_and_frozen_statistics_agree_with_onnxruntime(instance_norm_model, cat_bgr):
+    """Exact statistics (staged runs) give the untiled picture; estimated statistics
+    frozen into the tiles give what ONNX Runtime gives with them."""
+    pytest.importorskip("onnxruntime")
     photo = _resized(cat_bgr, 251, 333)
+    model = open_model(instance_norm_model)
     runner = load_runner(instance_norm_model, "openvino", "cpu")
     whole = runner(photo).astype(int)
     settings = TileSettings(statistics_pixels=120 * 90, max_tile=128)
-    tiled = tiling.stylize_large(runner, open_model(instance_norm_model), photo, settings, statistics="exact")
+    tiled = tiling.stylize_large(runner, model, photo, settings, statistics="exact")
     assert np.abs(tiled.astype(int) - whole).max() <= 2  # as on the other engines (test_tiling)
+    frozen = tiling.stylize_large(runner, model, photo, settings, statistics="estimate").astype(int)
+    reference = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    assert np.abs(frozen - tiling.stylize_large(reference, model, photo, settings, statistics="estimate")).max() <= 1
+    assert np.abs(frozen - whole).mean() > 1  # not vacuous: the estimate differs from the exact result
 
 
 def test_missing_package_is_one_line_naming_pip(monkeypatch, capsys, eccv16_model, tmp_path):
