@@ -120,7 +120,7 @@ def test_unknown_engine_is_one_line(tmp_path, video, capsys):
     out = tmp_path / "out.avi"
     assert main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", "tensorflow"]) == 1
     assert capsys.readouterr().err == (
-        "cvstyle: error: unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime\n"
+        "cvstyle: error: unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime, openvino\n"
     )
     assert not out.exists()
 

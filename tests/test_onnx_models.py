@@ -93,7 +93,7 @@ def test_input_format_is_for_files_given_by_path(zero_first, photo, monkeypatch)
     """The built-in sketch keeps vgg whatever input_format says."""
     loads = []
     real = stylizer.load_runner
-    monkeypatch.setattr(stylizer, "load_runner", lambda *a: loads.append(a) or real(*a))
+    monkeypatch.setattr(stylizer, "load_runner", lambda *a, **kw: loads.append(a) or real(*a, **kw))
     cvstyle.clear_network_cache()
     mix = Stylizer([("sketch", 1.0), (zero_first, 0.0)], engine="opencv", input_format="rgb255")
     assert [network.preprocessing for network in mix.runners] == [presets.VGG, presets.PRESETS["rgb255"]]
