@@ -56,7 +56,7 @@ def arguments_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", default="", help="comma-separated section numbers or names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the sections and exit")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
-    parser.add_argument("--engine", default="auto", choices=("auto", "opencv", "onnxruntime"),
+    parser.add_argument("--engine", default="auto", choices=("auto", "opencv", "onnxruntime", "openvino"),
                         help="engine of the project's own paths (apply, batch, large, live), as "
                         "`cvstyle apply --engine`; default auto, the project's default")
     parser.add_argument("-o", "--output", type=Path, help="also write the document to this file")

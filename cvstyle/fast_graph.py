@@ -1,6 +1,6 @@
 """Rewrites of an ONNX style graph that compute the same thing faster on the CPU engines.
 
-Profiled per operator (benchmarks/precision_engines.py --parts profile), the slowest single
+Profiled per operator (benchmarks/bench.py --only precision), the slowest single
 node of every fast-neural-style network is its last convolution: a 9x9 kernel at full
 resolution with only 3 output channels, which ONNX Runtime's and OpenVINO's blocked
 convolution kernels pad to a whole vector of output channels (16), wasting most of the

@@ -20,6 +20,7 @@ SECTIONS = (
     "live",
     "engines",
     "settings",
+    "precision",
 )
 
 
