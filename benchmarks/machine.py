@@ -36,7 +36,7 @@ def memory_total() -> str:
 
 def package_versions() -> str:
     versions = [f"opencv-python {cv2.__version__}", f"numpy {np.__version__}"]
-    for package in ("onnxruntime", "torch"):
+    for package in ("onnxruntime", "openvino", "torch"):
         try:
             versions.append(f"{package} {__import__(package).__version__}")
         except ImportError:
