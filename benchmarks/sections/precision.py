@@ -244,5 +244,6 @@ def run(context: Context) -> str:
                   "Batch (`cvstyle apply` on a folder, network loaded) against forward-only, A-B-B-A:",
                   table(["batch", "engine", "precision", "forward-only photos/s", "apply photos/s", "ratio"],
                         [batch(context, engine, wanted) for engine, wanted in TIMED])]
-    parts += ["Time per operator type in one 640x480 forward:", profile(context)]
+    parts += ["Time per operator type in one 640x480 forward (where the time goes; each row is one "
+              "run, so compare the two graphs in the speed table's way, interleaved, not here):", profile(context)]
     return "\n\n".join(parts) + bullets(sorted(set(notes)))
