@@ -119,7 +119,7 @@ def apply_command(
         with contextlib.ExitStack() as bars:
             report = distributed.apply_on_ray(
                 inputs, output,
-                distributed.ModelSettings(models, device, engine, input_format, manifest, fetch),
+                distributed.ModelSettings(models, device, engine, input_format, manifest, fetch, precision),
                 distributed.ClusterSettings(ray_address, actors_per_node, cpus_per_actor, gpus_per_actor),
                 options, quality, max_pixels, skip_existing, functools.partial(_progress, bars),
             )

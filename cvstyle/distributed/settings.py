@@ -35,6 +35,7 @@ class ModelSettings:
     input_format: str | Preprocessing | None = None
     manifest: str | None = None
     fetch: bool = False  # download missing catalogue models on each node
+    precision: str = "exact"  # "fast" where a node's CPU and engine have a faster mode
 
     def absolute(self) -> ModelSettings:
         """The same settings with model files and the manifest as absolute paths (actors
@@ -62,7 +63,7 @@ class ModelSettings:
         return [
             Stylizer(
                 spec, device=device or self.device, manifest=self.manifest, engine=self.engine,
-                input_format=self.input_format,
+                input_format=self.input_format, precision=self.precision,
             )
             for spec in self.models
         ]
