@@ -16,10 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CvstyleError, ImageError
-from .imageio import READ_EXTENSIONS, Picture, read_image, write_image
+from .imageio import READ_EXTENSIONS, WRITE_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
-
-WRITE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def expand_inputs(patterns: Iterable[str | os.PathLike]) -> tuple[list[Path], list["Failure"]]:

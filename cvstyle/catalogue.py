@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import presets
-from .errors import ModelError
+from .errors import ModelError, first_line, unknown_choice
 from .hashes import Digest, parse_digest
 
 # Where Justin Johnson's models are published; ``--base-url`` replaces this prefix.
@@ -107,7 +107,7 @@ def _settings(rest: str, where: str) -> tuple[dict[str, str], str]:
     while (words := rest.split(None, 1)) and (match := _SETTING.fullmatch(words[0])):
         key, value = match.groups()
         if key not in SETTINGS:
-            raise ModelError(f"{where}: unknown setting {key}= (known: {', '.join(SETTINGS)})")
+            raise unknown_choice("setting", f"{key}=", (f"{known}=" for known in SETTINGS), f"{where}: ", ModelError)
         if key in settings:
             raise ModelError(f"{where}: {key}= is given twice")
         settings[key] = value
@@ -146,7 +146,7 @@ def read_catalogue(path: str | os.PathLike) -> list[Entry]:
 
 
 def _reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
 
 
 class Catalogue:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import codecs
 import itertools
+import logging
 import os
 import re
-import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,8 +28,10 @@ from tqdm import tqdm
 
 from . import __version__, store, torch7
 from .catalogue import ONNX_SUFFIX, PUBLISHED_PREFIX, URL_SCHEMES, Entry, load_catalogue
-from .errors import DownloadError, ModelError
+from .errors import DownloadError, ModelError, first_line
 from .modelinfo import inspect_onnx
+
+logger = logging.getLogger(__name__)
 
 LICENCE = (
     "The pretrained models are Justin Johnson's (fast-neural-style): "
@@ -51,6 +53,8 @@ class FetchSettings:
     retries: int = 4  # further attempts after a connection error or 5xx answer
     retry_delay: float = 1.0  # seconds before the first retry; doubles each time
     progress: bool | None = None  # progress bars; None: only on a terminal
+    # Receives the licence and what happens (fetching, retrying); default: logging.
+    notify: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,8 @@ def mirror_url(url: str, base_url: str | None) -> str:
     return base_url.rstrip("/") + "/" + url[len(PUBLISHED_PREFIX) :]
 
 
-def _note(message: str) -> None:
-    tqdm.write(f"cvstyle: {message}", file=sys.stderr)  # between progress bars, not through them
+def _note(settings: FetchSettings, message: str) -> None:
+    (settings.notify or logger.info)(message)
 
 
 def fetch_models(entries: Iterable[Entry], settings: FetchSettings = FetchSettings()) -> list[FetchResult]:
@@ -96,7 +100,8 @@ def fetch_models(entries: Iterable[Entry], settings: FetchSettings = FetchSettin
     Raises :class:`DownloadError` only when the store itself cannot be written.
     """
     entries = list(entries)
-    print(LICENCE, flush=True)
+    if any(entry.url.startswith(PUBLISHED_PREFIX) for entry in entries):
+        _note(settings, LICENCE)  # Justin Johnson's terms cover his published models only
     _check_writable(store.models_dir())
     results = []
     with requests.Session() as session:
@@ -145,7 +150,7 @@ def _fetch_one(entry: Entry, settings: FetchSettings, session: requests.Session)
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            _note(f"{entry.name}: another cvstyle is fetching it; waiting")
+            _note(settings, f"{entry.name}: another cvstyle is fetching it; waiting")
             lock.acquire()
         try:
             return _fetch_locked(entry, settings, session)
@@ -166,7 +171,7 @@ def _fetch_locked(entry: Entry, settings: FetchSettings, session: requests.Sessi
         if state.status is store.Status.OK:
             return FetchResult(entry, "present", state.path, state.size)
     url = mirror_url(entry.url, settings.base_url)
-    _note(f"{entry.name}: fetching {url}")  # the only sign of progress where bars are off (no terminal)
+    _note(settings, f"{entry.name}: fetching {url}")  # the only sign of progress where bars are off (no terminal)
     if urlsplit(url).scheme == "file":
         _copy_file(url, part, entry.name, settings)
     else:
@@ -187,7 +192,7 @@ def _download_with_retries(session: requests.Session, url: str, part: Path, labe
             failure = str(error)
         if attempt < settings.retries:
             delay = settings.retry_delay * 2**attempt
-            _note(f"{label}: {failure}; retrying in {delay:g} s")
+            _note(settings, f"{label}: {failure}; retrying in {delay:g} s")
             time.sleep(delay)
     kept = " (the partial download is kept and will be resumed)" if part.exists() else ""
     raise DownloadError(f"{failure}; gave up after {settings.retries + 1} attempts{kept}")
@@ -330,11 +335,11 @@ def _check_part(entry: Entry, part: Path, url: str) -> None:
             inspect_onnx(part)
         except ModelError as error:
             part.unlink()
-            reason = str(error).removeprefix(f"{part}: ")
+            reason = first_line(error).removeprefix(f"{part}: ")
             raise DownloadError(f"{url} matches its digest but is {reason}") from None
         return
     try:
         torch7.load(part)
     except torch7.Torch7Error as error:
         part.unlink()
-        raise DownloadError(f"{url} matches its digest but is {error}") from None
+        raise DownloadError(f"{url} matches its digest but is {first_line(error)}") from None

@@ -11,19 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import platformdirs
 from filelock import FileLock, Timeout
 
 from .catalogue import ONNX_SUFFIX, T7_SUFFIX, Entry, load_catalogue
+from .datadir import ENV_HOME, home, models_dir  # noqa: F401 (also asked of the store)
 from .errors import ModelError
+from .files import write_atomically
 
-ENV_HOME = "CVSTYLE_HOME"
 BUILTIN_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_MODELS = {"sketch": "sketch.t7", "builtin/sketch": "sketch.t7"}
 # Digest results by file size and mtime, so listing models does not re-hash ~200 MB.
@@ -43,18 +42,6 @@ class ModelState:
     status: Status
     size: int | None = None  # bytes on disk; None when missing
     detail: str = ""  # why a file is corrupt
-
-
-def home() -> Path:
-    """The cvstyle data directory: ``$CVSTYLE_HOME`` or the platform's per-user data dir."""
-    override = os.environ.get(ENV_HOME)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_data_dir("cvstyle", appauthor=False))
-
-
-def models_dir() -> Path:
-    return home() / "models"
 
 
 def model_path(entry: Entry) -> Path:
@@ -84,16 +71,10 @@ def _read_cache() -> dict:
 
 def _write_cache(cache: dict) -> None:
     # The cache only saves time: a read-only store works without it, so write errors pass.
-    directory = models_dir()
     try:
-        with tempfile.NamedTemporaryFile("w", dir=directory, prefix=_CACHE_NAME, delete=False) as out:
-            json.dump(cache, out, indent=1, sort_keys=True)
+        write_atomically(models_dir() / _CACHE_NAME, json.dumps(cache, indent=1, sort_keys=True).encode())
     except OSError:
-        return
-    try:
-        os.replace(out.name, directory / _CACHE_NAME)  # atomic: readers never see half a file
-    except OSError:
-        Path(out.name).unlink(missing_ok=True)
+        pass
 
 
 def _cache_key(entry: Entry, stat: os.stat_result) -> dict:

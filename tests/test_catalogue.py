@@ -105,7 +105,7 @@ def test_comments_blank_lines_and_titles():
             "my.txt:2: unknown input format 'bgr255': choose one of vgg, rgb255, rgb01",
         ),
         (f"mine/x {URL} {DIGEST} input= Mine", "my.txt:2: unknown input format '': choose one of"),
-        (f"mine/x {URL} {DIGEST} inptu=rgb255 Mine", "my.txt:2: unknown setting inptu= (known: input)"),
+        (f"mine/x {URL} {DIGEST} inptu=rgb255 Mine", "my.txt:2: unknown setting 'inptu=': choose one of input="),
         (f"mine/x {URL} {DIGEST} input=rgb255 input=vgg", "my.txt:2: input= is given twice"),
         (f"mine/x ftp://example.org/m.t7 {DIGEST}", "my.txt:2: 'ftp://example.org/m.t7' is not an http, https or file URL"),
         (f"mine/x {URL} md5:{'0' * 32}", "my.txt:2: unknown digest algorithm 'md5'"),

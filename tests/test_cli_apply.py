@@ -152,13 +152,36 @@ def test_without_the_torch_importer_models_run_through_onnx(workdir, capsys, mon
     assert len(err.splitlines()) == 1 and "pip install onnx" in err
 
 
-def test_bad_option_values(workdir, capsys):
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("cvstyle: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--median-filter", "4"], "--median-filter: median filter size must be odd and positive, not 4"),
+        (["-m", "sketch:-1+sketch:2"], "--model sketch:-1+sketch:2: style weights must be zero or positive"),
+        (["-m", "sketch:0+sketch:0"], "style weights must not all be zero"),
+        (["--strength", "1.5"], "Invalid value for '--strength': 1.5 is not in the range 0<=x<=1"),
+        (["--device", "tpu"], "unknown device 'tpu': choose one of auto, cpu"),
+        (["--engine", "tensorflow"], "unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime"),
+        (["--size", "0"], "Invalid value for '--size'"),
+        (["--bogus"], "No such option '--bogus'"),
+    ],
+)
+def test_every_option_error_is_one_line_with_exit_2(workdir, capsys, args, problem):
     small_photo(workdir)
-    assert main(["apply", "--median-filter", "4", "cat.png"]) == 1
-    assert "odd" in capsys.readouterr().err
-    assert main(["apply", "--strength", "1.5", "cat.png"]) == 2  # click's usage error
-    assert main(["apply", "--device", "cuda", "cat.png"]) != 0
+    assert main(["apply", *args, "cat.png"]) == 2
+    assert problem in one_line_error(capsys)
     assert not list(workdir.glob("cat_*"))
+
+
+def test_a_device_this_machine_lacks_is_exit_1(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "--device", "cuda", "--engine", "opencv", "cat.png"]) == 1
+    assert "cuda" in one_line_error(capsys)
 
 
 def test_strength_zero_gives_back_the_photo(workdir):
@@ -173,7 +196,7 @@ def test_weighted_mix_with_zero_weight_equals_the_single_model(workdir, instance
     assert main(["apply", "cat.png", "-m", "sketch", "-o", "single.png"]) == 0
     assert main(["apply", "cat.png", "-m", f"sketch:1+{other}:0", "-o", "mixed.png"]) == 0
     assert np.array_equal(cv2.imread("single.png"), cv2.imread("mixed.png"))
-    assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 1
+    assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 2
 
 
 def test_fetch_flag_downloads_a_missing_model_first(workdir, capsys):

@@ -7,18 +7,20 @@ from tqdm import tqdm
 
 from .. import batch
 from ..errors import CvstyleError
-from ..engines import DEVICES
+from ..imageio import WRITE_EXTENSIONS
 from ..memory import parse_size
+from ..stylizer import Stylizer, parse_model_spec
 from ..tiling import tile_settings
-from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
-from .options import echo_engines, engine_option, input_format_option
+from .options import (
+    device_option, echo_engines, echo_note, engine_option, input_format_option, manifest_option,
+    median_filter_option, model_option,
+)
 
 
 @cli.command("apply")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
+@model_option(
     help="Catalogue name (candy, eccv16/starry_night), path to a .t7 or .onnx, or a weighted mix "
     "such as candy:0.7+udnie:0.3. Repeat for one output per model. The default 'sketch' "
     "is the built-in hand-made pencil-sketch network (untrained, needs no download).",
@@ -26,14 +28,14 @@ from .options import echo_engines, engine_option, input_format_option
 @click.option(
     "-o", "--output", type=click.Path(), default=None,
     help="Output directory (default: the current one), or a file name for a single "
-    "output; its extension (.jpg, .png, .webp) picks the format.",
+    f"output; its extension ({', '.join(sorted(WRITE_EXTENSIONS))}) picks the format.",
 )
 @click.option(
     "--size", type=click.IntRange(min=1), default=None,
     help="Process at this longer side in pixels; the output has that size too. "
     "Default: the input's full resolution.",
 )
-@click.option("--median-filter", type=int, default=0, help="Median filter of this odd size on the result (the reference runner uses 3).")
+@median_filter_option
 @click.option("--preserve-colors", is_flag=True, help="Keep the photo's colours; take only the painting's light and texture.")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="0 = the photo, 1 = the full style.")
 @click.option(
@@ -58,12 +60,12 @@ from .options import echo_engines, engine_option, input_format_option
     "($CVSTYLE_TMP or the system's temporary folder).",
 )
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
+@device_option
 @engine_option
 @input_format_option
 @click.option("-v", "--verbose", is_flag=True, help="Say which engine and device run each model.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@manifest_option
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 def apply_command(
     inputs, models, output, size, median_filter, preserve_colors, strength, tile, tile_size,
@@ -73,13 +75,12 @@ def apply_command(
 
     Writes <stem>_<model>.jpg per input and model (.png for inputs with transparency).
     """
-    check_options(median_filter, strength)
     if fetch:
-        from ..download import ensure_model  # requests is imported only when fetching
+        from ..download import FetchSettings, ensure_model  # requests is imported only when fetching
 
         for model in models:
             for name, _ in parse_model_spec(model):
-                ensure_model(name, manifest)
+                ensure_model(name, manifest, FetchSettings(notify=echo_note))
     sources, failures = batch.expand_inputs(inputs)
     stylizers = [
         Stylizer(model, device=device, manifest=manifest, engine=engine, input_format=input_format)
@@ -94,7 +95,8 @@ def apply_command(
         tile_settings=tile_settings(tile_size),
         max_memory=parse_size(max_memory) if max_memory else None,
     )
-    with tqdm(total=len(jobs), unit="image", disable=len(jobs) < 2, leave=False) as bar:
+    # disable=None: a bar only on a terminal, never in a log.
+    with tqdm(total=len(jobs), unit="image", disable=True if len(jobs) < 2 else None, leave=False) as bar:
 
         def done(job: batch.Job, error: CvstyleError | None) -> None:
             bar.update(1)

@@ -9,10 +9,9 @@ from tqdm import tqdm
 
 from .. import live
 from ..errors import CvstyleError
-from ..engines import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer
 from . import cli
-from .options import echo_engines, engine_option, input_format_option
+from .options import device_option, echo_engines, engine_option, input_format_option, manifest_option
 
 _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 
@@ -51,7 +50,7 @@ class _FrameBar:
     "--size", type=click.IntRange(min=1), default=None,
     help="Processing size (longer side in pixels); smaller is faster. Default: the source's.",
 )
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs.")
+@device_option
 @engine_option
 @input_format_option
 @click.option(
@@ -66,7 +65,7 @@ class _FrameBar:
 )
 @click.option("--preserve-colors", is_flag=True, help="Start with the photo's colours kept (key c).")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Start strength (keys + and -).")
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@manifest_option
 def live_command(
     models, source, size, device, engine, input_format, output, no_window, preserve_colors, strength,
     manifest,

@@ -13,15 +13,7 @@ from ..download import FetchSettings, fetch_models, normalise_base_url
 from ..errors import DownloadError, ModelError
 from ..modelinfo import describe
 from . import cli
-
-manifest_option = click.option(
-    "--manifest",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="An extra model catalogue (same format as models.txt); it adds to and overrides the bundled one.",
-)
-
+from .options import echo_note, manifest_option
 
 def format_size(size: int | None) -> str:
     if size is None:
@@ -82,7 +74,7 @@ def fetch_models_command(
     entries = load_catalogue(manifest).select(wanted)
     settings = FetchSettings(
         base_url=normalise_base_url(base_url) if base_url else None,
-        force=force, timeout=timeout, retries=retries, retry_delay=retry_delay,
+        force=force, timeout=timeout, retries=retries, retry_delay=retry_delay, notify=echo_note,
     )
     results = fetch_models(entries, settings)
     click.echo()
