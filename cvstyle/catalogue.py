@@ -1,5 +1,9 @@
 """The model catalogue: ``models.txt`` and users' own manifests in the same format.
 
+The catalogue cvstyle uses is ``models.txt``, then the manifests a user registered with
+``cvstyle models add`` (copies kept in ``<home>/manifests``), then a ``--manifest`` given
+for one run; a later entry of a name overrides an earlier one.
+
 One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [TITLE...]``;
 ``#`` at the start of a line or after white space starts a comment. NAME is
 ``family/name``; a model may also be named by its short part (``candy``) when no other
@@ -19,7 +23,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import presets
+from .datadir import manifests_dir
 from .errors import ModelError, first_line, unknown_choice
+from .files import write_atomically
 from .hashes import Digest, parse_digest
 
 # Where Justin Johnson's models are published; ``--base-url`` replaces this prefix.
@@ -198,8 +204,54 @@ class Catalogue:
 
 
 def load_catalogue(manifest: str | os.PathLike | None = None) -> Catalogue:
-    """The bundled catalogue, with a user's ``manifest`` adding and overriding entries."""
+    """The bundled catalogue, then the registered manifests, then ``manifest``: each adds
+    entries and overrides those of the same name."""
     entries = read_catalogue(bundled_path())
+    for path in registered_manifests():
+        entries += read_catalogue(path)
     if manifest is not None:
         entries += read_catalogue(manifest)
     return Catalogue(entries)
+
+
+def registered_manifests() -> list[Path]:
+    """The manifests added with :func:`register_manifest`, by name."""
+    try:
+        return sorted(path for path in manifests_dir().glob("*.txt") if _NAME_PART.fullmatch(path.stem))
+    except OSError:
+        return []
+
+
+def register_manifest(path: str | os.PathLike) -> tuple[Path, list[Entry]]:
+    """Keep a copy of the manifest at ``path`` in the store, under its file name, so that
+    its models are known without ``--manifest``; a manifest of that name is replaced.
+
+    The manifest is checked first: a bad line is refused with its file and line number.
+    Returns the kept copy and its entries.
+    """
+    source = Path(path)
+    entries = read_catalogue(source)
+    if not _NAME_PART.fullmatch(source.stem):
+        raise ModelError(f"{source}: a manifest's file name must start with a letter or digit")
+    target = manifests_dir() / f"{source.stem}.txt"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, source.read_bytes())
+    except OSError as error:
+        raise ModelError(f"cannot keep a copy of {source} in {target.parent}: {_reason(error)}") from None
+    return target, entries
+
+
+def forget_manifest(name: str) -> Path:
+    """Delete the registered manifest ``name`` (its stem, or its file name); return its path."""
+    stem = Path(name).stem if name.endswith(".txt") else name
+    known = {path.stem: path for path in registered_manifests()}
+    if stem not in known:
+        if not known:
+            raise ModelError(f"no manifest named {name!r} was added (`cvstyle models add FILE` adds one)")
+        raise unknown_choice("manifest", name, known, kind=ModelError)
+    try:
+        known[stem].unlink()
+    except OSError as error:
+        raise ModelError(f"cannot remove {known[stem]}: {_reason(error)}") from None
+    return known[stem]

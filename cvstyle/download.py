@@ -10,10 +10,12 @@ one valid file.
 from __future__ import annotations
 
 import codecs
+import errno
 import itertools
 import logging
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -71,7 +73,16 @@ class FetchResult:
 
 
 class _Retryable(Exception):
-    """A failure another attempt may not have: connection trouble or a 5xx answer."""
+    """A failure another attempt may not have: a dropped connection, a time-out, a 5xx answer."""
+
+
+class HostUnreachable(DownloadError):
+    """A host whose name does not resolve or that refuses connections: known at once, so
+    neither retried nor tried again for the next model."""
+
+
+# Why a connection failed, when that is known at once and another attempt would not help.
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED: "it refused the connection", errno.ENETUNREACH: "the network is unreachable", errno.EHOSTUNREACH: "no route to it"}
 
 
 def normalise_base_url(base_url: str) -> str:
@@ -107,9 +118,11 @@ def fetch_models(entries: Iterable[Entry], settings: FetchSettings = FetchSettin
     with requests.Session() as session:
         session.headers["User-Agent"] = f"cvstyle/{__version__}"
         overall = tqdm(entries, desc="models", unit="model", disable=True if len(entries) < 2 else _no_bars(settings))
-        for entry in overall:
-            results.append(_fetch_one(entry, settings, session))
-        overall.close()
+        try:
+            for entry in overall:
+                results.append(_fetch_one(entry, settings, session))
+        finally:
+            overall.close()
     return results
 
 
@@ -156,6 +169,8 @@ def _fetch_one(entry: Entry, settings: FetchSettings, session: requests.Session)
             return _fetch_locked(entry, settings, session)
         finally:
             lock.release()
+    except HostUnreachable:
+        raise  # the next models are on the same host: stop here
     except DownloadError as error:
         return FetchResult(entry, "failed", final, detail=str(error))
     except OSError as error:
@@ -210,6 +225,13 @@ def _download(session: requests.Session, url: str, part: Path, label: str, setti
     except requests.Timeout:
         raise _Retryable(f"no answer from {url} within {settings.timeout:g} s") from None
     except requests.ConnectionError as error:
+        why = _unreachable(error)
+        if why is not None:
+            host = urlsplit(url).hostname
+            raise HostUnreachable(
+                f"cannot reach {host} ({why}); offline? Copy the models from a machine that can "
+                f"reach it and run `cvstyle fetch-models --base-url DIR` (DIR laid out as FAMILY/NAME.t7)"
+            ) from None
         raise _Retryable(f"cannot connect to {url} ({_reason(error)})") from None
     with response:
         status = response.status_code
@@ -242,6 +264,23 @@ def _download(session: requests.Session, url: str, part: Path, label: str, setti
 
 def _broke_off(url: str, received: int, total: int | None, reason: str) -> str:
     return f"download of {url} broke off after {received} of {total if total is not None else '?'} bytes ({reason})"
+
+
+def _unreachable(error: BaseException) -> str | None:
+    """Why the host cannot be reached, if the error (or one it wraps) says so for good."""
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return "its name does not resolve"
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS:
+            return _UNREACHABLE_ERRNOS[current.errno]
+        pending += [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        pending += [arg for arg in current.args if isinstance(arg, BaseException)]
+    return None
 
 
 def _reason(error: requests.RequestException) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_MODELS = {"sketch": "sketch.t7", "builtin/sketch": "sketch.t7"}
 # Digest results by file size and mtime, so listing models does not re-hash ~200 MB.
 _CACHE_NAME = ".verified.json"
+# The ONNX conversion the engines keep beside a .t7 (engines.cached_onnx): NAME.<16 hex>.onnx
+_CONVERSION = r"\.[0-9a-f]{16}\.onnx"
 
 
 class Status(str, Enum):
@@ -120,21 +123,45 @@ def record_verified(entry: Entry) -> None:
     _update_cache(entry, {"key": _cache_key(entry, model_path(entry).stat()), "detail": ""})
 
 
+def conversions(entry: Entry) -> list[Path]:
+    """The ONNX conversions of a `.t7` model kept beside it (``<name>.<sha256[:16]>.onnx``)."""
+    final = model_path(entry)
+    if entry.suffix != T7_SUFFIX or not final.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(final.stem) + _CONVERSION)
+    return sorted(path for path in final.parent.iterdir() if pattern.fullmatch(path.name))
+
+
 def remove(entry: Entry) -> bool:
-    """Delete the model's file and any unfinished download; False if there was neither."""
-    paths = [model_path(entry), part_path(entry)]
-    if not any(path.exists() for path in paths):
+    """Delete what belongs to the model: its file, any unfinished download, its ONNX
+    conversions and its lock file. False if there was none of them."""
+    final = model_path(entry)
+    lock_file = final.with_name(final.name + ".lock")
+    paths = [final, part_path(entry), *conversions(entry)]
+    if not any(path.exists() for path in [*paths, lock_file]):
         return False
     try:
         with lock(entry).acquire(timeout=1):
             for path in paths:
                 path.unlink(missing_ok=True)
+            lock_file.unlink(missing_ok=True)  # held by us, so no download is using it
     except Timeout:
         raise ModelError(f"model {entry.name} is being downloaded by another cvstyle; try again later") from None
     except OSError as error:
         raise ModelError(f"cannot remove {error.filename}: {error.strerror}") from None
     _update_cache(entry, None)
     return True
+
+
+def store_size() -> int:
+    """Bytes taken by every file in the store: models, conversions, unfinished downloads."""
+    total = 0
+    for path in models_dir().rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # removed meanwhile
+            pass
+    return total
 
 
 def fetch_command(entries: Iterable[Entry], manifest: str | os.PathLike | None = None) -> str:

@@ -13,6 +13,13 @@ from cvstyle.hashes import ALGORITHMS, Digest, file_hexdigest, parse_digest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty store: manifests a user added elsewhere must not change these tests."""
+    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
 # The published digests (shared/reference/pretrained-models.md), pinned here so that an
 # edit of models.txt cannot quietly change them.
 PUBLISHED = {

@@ -50,6 +50,16 @@ def test_one_output_per_input_and_model(workdir, eccv16_model, instance_norm_mod
     assert cv2.imread(str(workdir / "out" / "b_eccv16_fixture.jpg")).shape == (47, 61, 3)
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(workdir, capsys):
+    """A log gets the "wrote" lines, not a bar's carriage returns."""
+    small_photo(workdir, "a.png")
+    small_photo(workdir, "b.png")
+    assert main(["apply", "a.png", "b.png", "-o", "out"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "image/s" not in captured.err and "it/s" not in captured.err
+    assert captured.out.count("wrote ") == 2
+
+
 def test_glob_size_and_explicit_png_output(workdir):
     small_photo(workdir, "x1.png")
     assert main(["apply", "x*.png", "--size", "40", "-o", "result.png"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -415,3 +416,42 @@ def test_ensure_model_fetches_only_when_needed(home, tmp_path, model_server, cap
     assert path == final_path(home) and path.read_bytes() == MODEL
     assert download.ensure_model("test/model", manifest, settings) == path
     assert len(model_server.seen) == 1
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "host, why",
+    [("cvstyle-test.invalid", "its name does not resolve"), (f"127.0.0.1:{unused_port()}", "it refused the connection")],
+)
+def test_an_unreachable_host_stops_at_the_first_model_without_retrying(home, tmp_path, host, why, capsys):
+    """Offline: known at once, so no retry and no second model (each would cost seconds)."""
+    manifest = write_manifest(
+        tmp_path / "manifest.txt",
+        *(f"test/{name} http://{host}/{name}.t7 {sha256_digest(MODEL)} Test" for name in ("one", "two", "three")),
+    )
+    code = main(["fetch-models", "--manifest", str(manifest), "--retry-delay", "5", "one", "two", "three"])
+    out, err = capsys.readouterr()
+
+    assert code == 4
+    hostname = host.partition(":")[0]
+    assert err.count("fetching") == 1 and "retrying" not in err
+    error_lines = [line for line in err.splitlines() if line.startswith("cvstyle: error:")]
+    assert error_lines == [
+        f"cvstyle: error: cannot reach {hostname} ({why}); offline? Copy the models from a machine that can "
+        "reach it and run `cvstyle fetch-models --base-url DIR` (DIR laid out as FAMILY/NAME.t7)"
+    ]
+    assert not list((home / "models" / "test").glob("*.t7")) and not list((home / "models" / "test").glob("*.part"))
+
+
+def test_the_published_catalogue_offline_fails_in_one_line(home, capsys):
+    """What a user without a network sees for `cvstyle fetch-models`: one attempt, one error."""
+    code = main(["fetch-models", "--base-url", "http://cvstyle-test.invalid/models/"])
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert err.splitlines()[-1].startswith("cvstyle: error: cannot reach cvstyle-test.invalid (its name does not resolve)")
+    assert err.count("fetching") == 1 and err.count(LICENCE) == 1
