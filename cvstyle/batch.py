@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CvstyleError, ImageError
+from .errors import CvstyleError, ImageError, quote
 from .imageio import READ_EXTENSIONS, WRITE_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
 
@@ -80,10 +80,18 @@ def plan_outputs(
 ) -> list[Job]:
     """One job per (input, model): ``<stem>_<model>.jpg`` in ``output`` (a directory,
     default the current one; ``.png`` for inputs with transparency), or exactly
-    ``output`` when it names a single image file.
+    ``output`` when it names a single image file. A name ending in another extension is
+    refused unless it is an existing folder.
     """
     jobs = len(sources) * len(stylizers)
     out = Path(output) if output is not None else Path.cwd()
+    suffix = out.suffix.lower()
+    if output is not None and suffix and suffix not in WRITE_EXTENSIONS and not out.is_dir():
+        # Taken for a folder name, "-o out.gif" would quietly create a folder out.gif/.
+        raise ImageError(
+            f"-o {out}: unsupported output format {quote(repr(suffix))} (supported: "
+            f"{', '.join(sorted(WRITE_EXTENSIONS))}); to write into a folder of that name, create it first"
+        )
     if output is not None and out.suffix.lower() in WRITE_EXTENSIONS and not out.is_dir():
         if jobs != 1:
             raise CvstyleError(

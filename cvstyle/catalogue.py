@@ -4,12 +4,13 @@ The catalogue cvstyle uses is ``models.txt``, then the manifests a user register
 ``cvstyle models add`` (copies kept in ``<home>/manifests``), then a ``--manifest`` given
 for one run; a later entry of a name overrides an earlier one.
 
-One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [TITLE...]``;
+One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [size=BYTES] [TITLE...]``;
 ``#`` at the start of a line or after white space starts a comment. NAME is
 ``family/name``; a model may also be named by its short part (``candy``) when no other
 family has a model of that name. A URL ending in ``.onnx`` is an ONNX model, any other a
 Torch7 `.t7` one. ``input=PRESET`` (see :mod:`cvstyle.presets`) says how the model wants
-its pixels; without it, ``vgg``, what the `.t7` models take.
+its pixels; without it, ``vgg``, what the `.t7` models take. ``size=BYTES`` is the
+file's size where it is published: a download is cut off as soon as it grows past it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 from . import presets
 from .datadir import manifests_dir
-from .errors import ModelError, first_line, unknown_choice
+from .errors import ModelError, first_line, quote, unknown_choice
 from .files import write_atomically
 from .hashes import Digest, parse_digest
 
@@ -40,7 +41,7 @@ _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _COMMENT = re.compile(r"(?:^|\s)#")
 # KEY=VALUE settings between DIGEST and TITLE; a title starts at the first other word.
 _SETTING = re.compile(r"([a-z_]+)=(\S*)")
-SETTINGS = ("input",)
+SETTINGS = ("input", "size")
 # Model file formats by suffix; a URL with neither suffix is taken for Torch7.
 ONNX_SUFFIX, T7_SUFFIX = ".onnx", ".t7"
 
@@ -55,6 +56,7 @@ class Entry:
     title: str = ""
     source: str = ""  # "FILE:LINE" it was read from, for messages
     input_format: str = presets.DEFAULT  # a key of presets.PRESETS
+    size: int | None = None  # bytes, where published: the most a download may take
 
     @property
     def suffix(self) -> str:
@@ -90,7 +92,7 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
         where = f"{source}:{lineno}"
         fields = line.split(None, 3)
         if len(fields) < 3:
-            raise ModelError(f"{where}: expected NAME URL DIGEST [input=PRESET] [TITLE...], got {line!r}")
+            raise ModelError(f"{where}: expected NAME URL DIGEST [input=PRESET] [size=BYTES] [TITLE...], got {quote(repr(line))}")
         name, url, digest_text = fields[:3]
         _check_name(name, where)
         _check_url(url, where)
@@ -103,8 +105,15 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
         settings, title = _settings(fields[3] if len(fields) > 3 else "", where)
         input_format = settings.get("input", presets.DEFAULT)
         presets.preset(input_format, where)  # an unknown preset fails here, naming the line
-        entries[name] = Entry(name, url, digest, title, where, input_format)
+        size = _size(settings["size"], where) if "size" in settings else None
+        entries[name] = Entry(name, url, digest, title, where, input_format, size)
     return list(entries.values())
+
+
+def _size(text: str, where: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise ModelError(f"{where}: size= is a file's size in bytes (a positive whole number), not {quote(repr(text))}")
+    return int(text)
 
 
 def _settings(rest: str, where: str) -> tuple[dict[str, str], str]:
@@ -128,7 +137,7 @@ def _check_name(name: str, where: str) -> None:
         (T7_SUFFIX, ONNX_SUFFIX)
     ):
         raise ModelError(
-            f"{where}: model name {name!r} is not family/name "
+            f"{where}: model name {quote(repr(name))} is not family/name "
             "(letters, digits, '_', '-' and '.', no .t7 or .onnx suffix; e.g. instance_norm/candy)"
         )
 
@@ -136,7 +145,7 @@ def _check_name(name: str, where: str) -> None:
 def _check_url(url: str, where: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.scheme == "file") or not parts.path:
-        raise ModelError(f"{where}: {url!r} is not an http, https or file URL of a file")
+        raise ModelError(f"{where}: {quote(repr(url))} is not an http, https or file URL of a file")
 
 
 def read_catalogue(path: str | os.PathLike) -> list[Entry]:

@@ -74,6 +74,20 @@ def test_single_file_output_refused_for_many_jobs(workdir, capsys):
     assert not (workdir / "one.jpg").exists()
 
 
+def test_an_unsupported_output_extension_is_refused_not_made_a_folder(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "cat.png", "-o", "out.gif"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "cvstyle: error: -o out.gif: unsupported output format '.gif' (supported: .bmp, .jpeg, .jpg, .png, "
+        ".tif, .tiff, .webp); to write into a folder of that name, create it first\n"
+    )
+    assert list(workdir.iterdir()) == [workdir / "cat.png"]
+    (workdir / "frames.v2").mkdir()  # an existing folder with a dot in its name is a folder
+    assert main(["apply", "cat.png", "-o", "frames.v2"]) == 0
+    assert (workdir / "frames.v2" / "cat_sketch.jpg").is_file()
+
+
 def test_transparency_is_kept_in_png(workdir):
     bgra = np.zeros((50, 70, 4), np.uint8)
     bgra[:, :, :3] = cv2.resize(cv2.imread(str(SAMPLES / "chelsea.png")), (70, 50))

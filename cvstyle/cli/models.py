@@ -10,6 +10,7 @@ import click
 from .. import store
 from ..catalogue import PUBLISHED_PREFIX, forget_manifest, load_catalogue, register_manifest, registered_manifests
 from ..download import FetchSettings, fetch_models, normalise_base_url
+from ..transfer import DEFAULT_MAX_MB
 from ..errors import DownloadError, ModelError
 from ..modelinfo import describe
 from . import cli
@@ -58,9 +59,14 @@ def echo_table(headers: Sequence[str], rows: list[Sequence[str]]) -> None:
     show_default=True,
     help="Seconds before the first retry; doubles on each further one.",
 )
+@click.option(
+    "--max-download-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MB, metavar="MB",
+    show_default=True,
+    help="Refuse a download growing past this many MiB, for models whose catalogue line has no size=.",
+)
 def fetch_models_command(
     names: tuple[str, ...], base_url: str | None, manifest: Path | None, force: bool,
-    timeout: float, retries: int, retry_delay: float,
+    timeout: float, retries: int, retry_delay: float, max_download_mb: float,
 ) -> None:
     """Download and verify models (default: every model in the catalogue).
 
@@ -76,7 +82,8 @@ def fetch_models_command(
     entries = load_catalogue(manifest).select(wanted)
     settings = FetchSettings(
         base_url=normalise_base_url(base_url) if base_url else None,
-        force=force, timeout=timeout, retries=retries, retry_delay=retry_delay, notify=echo_note,
+        force=force, timeout=timeout, retries=retries, retry_delay=retry_delay,
+        max_bytes=int(max_download_mb * 1024**2), notify=echo_note,
     )
     results = fetch_models(entries, settings)
     click.echo()
