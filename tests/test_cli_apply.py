@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -58,6 +60,21 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(workdir, capsys):
     captured = capsys.readouterr()
     assert "\r" not in captured.err and "image/s" not in captured.err and "it/s" not in captured.err
     assert captured.out.count("wrote ") == 2
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_single_large_photo_shows_its_tiles_on_a_terminal(workdir, monkeypatch):
+    small_photo(workdir, size=(150, 110))
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["apply", "cat.png", "--tile", "on", "--tile-size", "64"]) == 0
+    shown = terminal.getvalue()
+    assert "tiles:" in shown and "/6 [" in shown  # 150x110 in 64 px cores: 3 x 2 tiles
+    assert (workdir / "cat_sketch.jpg").is_file()
 
 
 def test_glob_size_and_explicit_png_output(workdir):
@@ -193,6 +210,7 @@ def one_line_error(capsys) -> str:
         (["--engine", "tensorflow"], "unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime"),
         (["--size", "0"], "Invalid value for '--size'"),
         (["--bogus"], "No such option '--bogus'"),
+        (["--tile-size", "66"], "--tile-size: tile size must be a multiple of 4"),
     ],
 )
 def test_every_option_error_is_one_line_with_exit_2(workdir, capsys, args, problem):

@@ -13,9 +13,43 @@ from ..stylizer import Stylizer, parse_model_spec
 from ..tiling import tile_settings
 from . import cli
 from .options import (
-    device_option, echo_engines, echo_note, engine_option, input_format_option, manifest_option,
+    OptionError, device_option, echo_engines, echo_note, engine_option, input_format_option, manifest_option,
     median_filter_option, model_option,
 )
+
+
+def _option_value(convert):
+    """A click callback turning an option's value with ``convert``; its error is an
+    option error (exit 2), not a failure of the run."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        try:
+            return convert(value)
+        except CvstyleError as error:
+            raise OptionError(f"{param.opts[0]}: {error}", ctx) from None
+
+    return callback
+
+
+class _TileBar:
+    """A bar under the jobs' bar for the tiles of the photo being painted: a single large
+    photo takes minutes. Shown on a terminal only, like every bar."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None or done <= self.bar.n:  # a new photo, or the next model of a mix
+            self.close()
+            self.bar = tqdm(total=total, desc="tiles", unit="tile", leave=False, disable=None)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @cli.command("apply")
@@ -44,7 +78,7 @@ from .options import (
     "memory bounded and avoids OpenCV's crash on large inputs.",
 )
 @click.option(
-    "--tile-size", type=click.IntRange(min=64), default=None,
+    "--tile-size", type=click.IntRange(min=64), default=None, callback=_option_value(tile_settings), metavar="INTEGER",
     help="Largest tile side in pixels, a multiple of 4 (default 1024; 768 above 64 MP).",
 )
 @click.option(
@@ -54,7 +88,7 @@ from .options import (
 )
 @click.option("--exact-statistics", is_flag=True, hidden=True, help="The former spelling of --statistics exact.")
 @click.option(
-    "--max-memory", default=None, metavar="SIZE",
+    "--max-memory", default=None, metavar="SIZE", callback=_option_value(lambda size: size and parse_size(size)),
     help="Memory a large photo may use, such as 1.5G or 800M (default: half the memory "
     "available); beyond it exact statistics keep activations in temporary files "
     "($CVSTYLE_TMP or the system's temporary folder).",
@@ -92,8 +126,9 @@ def apply_command(
     options = dict(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
         tile=tile, statistics="exact" if exact_statistics else statistics,
-        tile_settings=tile_settings(tile_size),
-        max_memory=parse_size(max_memory) if max_memory else None,
+        tile_settings=tile_size,  # a TileSettings, made by the option's callback
+        max_memory=max_memory,  # bytes, from the option's callback
+        progress=(tiles := _TileBar()),
     )
     # disable=None: a bar only on a terminal, never in a log.
     with tqdm(total=len(jobs), unit="image", disable=True if len(jobs) < 2 else None, leave=False) as bar:
@@ -104,6 +139,7 @@ def apply_command(
                 tqdm.write(f"wrote {job.target}")
 
         report = batch.run_jobs(jobs, options, quality, max_pixels, done)
+    tiles.close()
     failures += report.failures
     if not failures:
         return 0
