@@ -211,6 +211,7 @@ def one_line_error(capsys) -> str:
         (["--size", "0"], "Invalid value for '--size'"),
         (["--bogus"], "No such option '--bogus'"),
         (["--tile-size", "66"], "--tile-size: tile size must be a multiple of 4"),
+        (["--max-memory", "lots"], "--max-memory: memory size 'lots' is not a size"),
     ],
 )
 def test_every_option_error_is_one_line_with_exit_2(workdir, capsys, args, problem):

@@ -88,7 +88,7 @@ class _TileBar:
 )
 @click.option("--exact-statistics", is_flag=True, hidden=True, help="The former spelling of --statistics exact.")
 @click.option(
-    "--max-memory", default=None, metavar="SIZE", callback=_option_value(lambda size: size and parse_size(size)),
+    "--max-memory", default=None, metavar="SIZE", callback=_option_value(lambda size: parse_size(size) if size else None),
     help="Memory a large photo may use, such as 1.5G or 800M (default: half the memory "
     "available); beyond it exact statistics keep activations in temporary files "
     "($CVSTYLE_TMP or the system's temporary folder).",
