@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CvstyleError, ImageError
-from .imageio import READ_EXTENSIONS, Picture, read_image, write_image
+from .errors import CvstyleError, ImageError, quote
+from .imageio import READ_EXTENSIONS, WRITE_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
 from .video.containers import DEFAULT_SUFFIX as VIDEO_SUFFIX
 from .video.containers import OUTPUT_FORMATS as VIDEO_OUTPUTS
 from .video.containers import VIDEO_EXTENSIONS, is_video
 
-WRITE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _LISTED_EXTENSIONS = READ_EXTENSIONS | VIDEO_EXTENSIONS  # what a folder contributes
 
 
@@ -108,12 +107,20 @@ def plan_outputs(
 ) -> list[Job]:
     """One job per (input, model): ``<stem>_<model>.jpg`` in ``output`` (a directory,
     default the current one; ``.png`` for inputs with transparency, ``.mp4`` for
-    videos), or exactly ``output`` when it names a single image or video file.
+    videos), or exactly ``output`` when it names a single image or video file. A name
+    ending in another extension is refused unless it is an existing folder.
     """
     jobs = len(sources) * len(stylizers)
     out = Path(output) if output is not None else Path.cwd()
-    single_file = out.suffix.lower() in WRITE_EXTENSIONS or out.suffix.lower() in VIDEO_OUTPUTS
-    if output is not None and single_file and not out.is_dir():
+    suffix = out.suffix.lower()
+    known = set(WRITE_EXTENSIONS) | set(VIDEO_OUTPUTS)
+    if output is not None and suffix and suffix not in known and not out.is_dir():
+        # Taken for a folder name, "-o out.gif" would quietly create a folder out.gif/.
+        raise ImageError(
+            f"-o {out}: unsupported output format {quote(repr(suffix))} (supported: "
+            f"{', '.join(sorted(known))}); to write into a folder of that name, create it first"
+        )
+    if output is not None and suffix in known and not out.is_dir():
         if jobs != 1:
             raise CvstyleError(
                 f"-o {out} names one file, but there are {jobs} outputs: give a directory"

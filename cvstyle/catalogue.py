@@ -1,11 +1,16 @@
 """The model catalogue: ``models.txt`` and users' own manifests in the same format.
 
-One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [TITLE...]``;
+The catalogue cvstyle uses is ``models.txt``, then the manifests a user registered with
+``cvstyle models add`` (copies kept in ``<home>/manifests``), then a ``--manifest`` given
+for one run; a later entry of a name overrides an earlier one.
+
+One model per line, whitespace-separated ``NAME URL DIGEST [input=PRESET] [size=BYTES] [TITLE...]``;
 ``#`` at the start of a line or after white space starts a comment. NAME is
 ``family/name``; a model may also be named by its short part (``candy``) when no other
 family has a model of that name. A URL ending in ``.onnx`` is an ONNX model, any other a
 Torch7 `.t7` one. ``input=PRESET`` (see :mod:`cvstyle.presets`) says how the model wants
-its pixels; without it, ``vgg``, what the `.t7` models take.
+its pixels; without it, ``vgg``, what the `.t7` models take. ``size=BYTES`` is the
+file's size where it is published: a download is cut off as soon as it grows past it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from . import presets
-from .errors import ModelError
+from .datadir import manifests_dir
+from .errors import ModelError, first_line, quote, unknown_choice
+from .files import write_atomically
 from .hashes import Digest, parse_digest
 
 # Where Justin Johnson's models are published; ``--base-url`` replaces this prefix.
@@ -34,7 +41,7 @@ _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _COMMENT = re.compile(r"(?:^|\s)#")
 # KEY=VALUE settings between DIGEST and TITLE; a title starts at the first other word.
 _SETTING = re.compile(r"([a-z_]+)=(\S*)")
-SETTINGS = ("input",)
+SETTINGS = ("input", "size")
 # Model file formats by suffix; a URL with neither suffix is taken for Torch7.
 ONNX_SUFFIX, T7_SUFFIX = ".onnx", ".t7"
 
@@ -49,6 +56,7 @@ class Entry:
     title: str = ""
     source: str = ""  # "FILE:LINE" it was read from, for messages
     input_format: str = presets.DEFAULT  # a key of presets.PRESETS
+    size: int | None = None  # bytes, where published: the most a download may take
 
     @property
     def suffix(self) -> str:
@@ -84,7 +92,7 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
         where = f"{source}:{lineno}"
         fields = line.split(None, 3)
         if len(fields) < 3:
-            raise ModelError(f"{where}: expected NAME URL DIGEST [input=PRESET] [TITLE...], got {line!r}")
+            raise ModelError(f"{where}: expected NAME URL DIGEST [input=PRESET] [size=BYTES] [TITLE...], got {quote(repr(line))}")
         name, url, digest_text = fields[:3]
         _check_name(name, where)
         _check_url(url, where)
@@ -97,8 +105,15 @@ def parse_catalogue(text: str, source: str) -> list[Entry]:
         settings, title = _settings(fields[3] if len(fields) > 3 else "", where)
         input_format = settings.get("input", presets.DEFAULT)
         presets.preset(input_format, where)  # an unknown preset fails here, naming the line
-        entries[name] = Entry(name, url, digest, title, where, input_format)
+        size = _size(settings["size"], where) if "size" in settings else None
+        entries[name] = Entry(name, url, digest, title, where, input_format, size)
     return list(entries.values())
+
+
+def _size(text: str, where: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise ModelError(f"{where}: size= is a file's size in bytes (a positive whole number), not {quote(repr(text))}")
+    return int(text)
 
 
 def _settings(rest: str, where: str) -> tuple[dict[str, str], str]:
@@ -107,7 +122,7 @@ def _settings(rest: str, where: str) -> tuple[dict[str, str], str]:
     while (words := rest.split(None, 1)) and (match := _SETTING.fullmatch(words[0])):
         key, value = match.groups()
         if key not in SETTINGS:
-            raise ModelError(f"{where}: unknown setting {key}= (known: {', '.join(SETTINGS)})")
+            raise unknown_choice("setting", f"{key}=", (f"{known}=" for known in SETTINGS), f"{where}: ", ModelError)
         if key in settings:
             raise ModelError(f"{where}: {key}= is given twice")
         settings[key] = value
@@ -122,7 +137,7 @@ def _check_name(name: str, where: str) -> None:
         (T7_SUFFIX, ONNX_SUFFIX)
     ):
         raise ModelError(
-            f"{where}: model name {name!r} is not family/name "
+            f"{where}: model name {quote(repr(name))} is not family/name "
             "(letters, digits, '_', '-' and '.', no .t7 or .onnx suffix; e.g. instance_norm/candy)"
         )
 
@@ -130,7 +145,7 @@ def _check_name(name: str, where: str) -> None:
 def _check_url(url: str, where: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in URL_SCHEMES or not (parts.netloc or parts.scheme == "file") or not parts.path:
-        raise ModelError(f"{where}: {url!r} is not an http, https or file URL of a file")
+        raise ModelError(f"{where}: {quote(repr(url))} is not an http, https or file URL of a file")
 
 
 def read_catalogue(path: str | os.PathLike) -> list[Entry]:
@@ -146,7 +161,7 @@ def read_catalogue(path: str | os.PathLike) -> list[Entry]:
 
 
 def _reason(error: Exception) -> str:
-    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
 
 
 class Catalogue:
@@ -198,8 +213,54 @@ class Catalogue:
 
 
 def load_catalogue(manifest: str | os.PathLike | None = None) -> Catalogue:
-    """The bundled catalogue, with a user's ``manifest`` adding and overriding entries."""
+    """The bundled catalogue, then the registered manifests, then ``manifest``: each adds
+    entries and overrides those of the same name."""
     entries = read_catalogue(bundled_path())
+    for path in registered_manifests():
+        entries += read_catalogue(path)
     if manifest is not None:
         entries += read_catalogue(manifest)
     return Catalogue(entries)
+
+
+def registered_manifests() -> list[Path]:
+    """The manifests added with :func:`register_manifest`, by name."""
+    try:
+        return sorted(path for path in manifests_dir().glob("*.txt") if _NAME_PART.fullmatch(path.stem))
+    except OSError:
+        return []
+
+
+def register_manifest(path: str | os.PathLike) -> tuple[Path, list[Entry]]:
+    """Keep a copy of the manifest at ``path`` in the store, under its file name, so that
+    its models are known without ``--manifest``; a manifest of that name is replaced.
+
+    The manifest is checked first: a bad line is refused with its file and line number.
+    Returns the kept copy and its entries.
+    """
+    source = Path(path)
+    entries = read_catalogue(source)
+    if not _NAME_PART.fullmatch(source.stem):
+        raise ModelError(f"{source}: a manifest's file name must start with a letter or digit")
+    target = manifests_dir() / f"{source.stem}.txt"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, source.read_bytes())
+    except OSError as error:
+        raise ModelError(f"cannot keep a copy of {source} in {target.parent}: {_reason(error)}") from None
+    return target, entries
+
+
+def forget_manifest(name: str) -> Path:
+    """Delete the registered manifest ``name`` (its stem, or its file name); return its path."""
+    stem = Path(name).stem if name.endswith(".txt") else name
+    known = {path.stem: path for path in registered_manifests()}
+    if stem not in known:
+        if not known:
+            raise ModelError(f"no manifest named {name!r} was added (`cvstyle models add FILE` adds one)")
+        raise unknown_choice("manifest", name, known, kind=ModelError)
+    try:
+        known[stem].unlink()
+    except OSError as error:
+        raise ModelError(f"cannot remove {known[stem]}: {_reason(error)}") from None
+    return known[stem]

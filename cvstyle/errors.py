@@ -63,7 +63,10 @@ def first_line(error: BaseException | str, default: str = "unknown error", last:
     return quote(_OPENCV_PREFIX.sub("", line))
 
 
-def unknown_choice(what: str, value: object, choices: Iterable[str], prefix: str = "") -> CvstyleError:
-    """The error for a value that is not one of ``choices``: "unknown engine 'x': choose
-    one of auto, opencv, ...". ``prefix`` says where the value came from (``FILE:LINE: ``)."""
-    return CvstyleError(f"{prefix}unknown {what} {quote(repr(value))}: choose one of {', '.join(choices)}")
+def unknown_choice(
+    what: str, value: object, choices: Iterable[str], prefix: str = "", kind: type[CvstyleError] = CvstyleError
+) -> CvstyleError:
+    """The error (of class ``kind``) for a value that is not one of ``choices``: "unknown
+    engine 'x': choose one of auto, opencv, ...". ``prefix`` says where the value came
+    from (``FILE:LINE: ``)."""
+    return kind(f"{prefix}unknown {what} {quote(repr(value))}: choose one of {', '.join(choices)}")

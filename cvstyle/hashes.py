@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from .errors import unknown_choice
+
 CHUNK_SIZE = 1 << 20
 
 # Algorithm name -> number of hex digits in its digest.
@@ -52,7 +54,7 @@ def parse_digest(text: str) -> Digest:
     if not sep:
         raise ValueError(f"digest {text!r} is not of the form ALGO:HEX (ALGO one of {', '.join(ALGORITHMS)})")
     if algo not in ALGORITHMS:
-        raise ValueError(f"unknown digest algorithm {algo!r} (use one of {', '.join(ALGORITHMS)})")
+        raise ValueError(str(unknown_choice("digest algorithm", algo, ALGORITHMS)))
     width = ALGORITHMS[algo]
     if len(hexdigest) != width or not set(hexdigest) <= set(string.hexdigits.lower()):
         raise ValueError(f"a {algo} digest is {width} hex digits, not {hexdigest!r}")
@@ -66,7 +68,7 @@ def new_hasher(algo: str, size: int) -> Hasher:
         hasher.update(b"blob %d\0" % size)
         return hasher
     if algo not in ALGORITHMS:
-        raise ValueError(f"unknown digest algorithm {algo!r}")
+        raise ValueError(str(unknown_choice("digest algorithm", algo, ALGORITHMS)))
     return hashlib.new(algo)
 
 

@@ -16,12 +16,10 @@ misuse of the API (a mis-shaped Picture, quality outside 1-100) raises ValueErro
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
 import struct
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,11 +27,13 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, quote
+from .files import write_atomically
 from .quiet import library_messages, quiet_opencv
 
 DEFAULT_MAX_PIXELS = 200_000_000
 MAX_PIXELS_ENV = "CVSTYLE_MAX_PIXELS"
 READ_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# What write_image encodes; the CLI names outputs and refuses others from this set.
 WRITE_EXTENSIONS = READ_EXTENSIONS
 # Formats whose OpenCV encoder and decoder both keep a fourth channel (BMP alpha
 # does not survive older OpenCV 4.x readers, JPEG has none).
@@ -109,7 +109,7 @@ def decode_image(
         raise _error(
             name,
             f"image is {width}x{height} = {width * height:,} pixels, above the limit of "
-            f"{limit:,} (possible decompression bomb; set {MAX_PIXELS_ENV} to allow more)",
+            f"{limit:,} (possible decompression bomb; allow more with --max-pixels or {MAX_PIXELS_ENV})",
         )
     decoded_bytes = width * height * _decoded_bytes_per_pixel(kind, data)
     if max_bytes is not None and decoded_bytes > max_bytes:
@@ -458,27 +458,12 @@ def write_image(path: str | os.PathLike[str], picture: Picture, quality: int = 9
     except ImageError as exc:
         raise _error(name, str(exc)) from None
     folder = os.path.dirname(name) or "."
-    temp = os.path.join(folder, f".{os.path.basename(name)}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        # os.open with 0o666 lets the umask decide permissions, as for any new file
-        # (mkstemp would make it private to the user).
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        write_atomically(path, data)
     except FileNotFoundError:
         raise _error(name, f"output folder {folder!r} does not exist") from None
     except OSError as exc:
-        raise _error(name, f"cannot create a file in {folder!r} ({exc.strerror})") from None
-    try:
-        with open(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())  # the data must be on disk before the rename
-        os.replace(temp, name)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            raise _error(name, f"cannot write ({exc.strerror or exc})") from None
-        raise
+        raise _error(name, f"cannot write a file in {folder!r} ({exc.strerror or exc})") from None
 
 
 # ---------------------------------------------------------------- helpers

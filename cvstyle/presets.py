@@ -8,7 +8,7 @@ path. Every preset is also applied in reverse to the network's output.
 
 from __future__ import annotations
 
-from .errors import ModelError
+from .errors import ModelError, unknown_choice
 from .runner import VGG, Preprocessing
 
 DEFAULT = "vgg"
@@ -37,7 +37,4 @@ def preset(name: str, where: str = "") -> Preprocessing:
     try:
         return PRESETS[name]
     except (KeyError, TypeError):
-        prefix = f"{where}: " if where else ""
-        raise ModelError(
-            f"{prefix}unknown input format {name!r}: choose one of {', '.join(PRESETS)}"
-        ) from None
+        raise unknown_choice("input format", name, PRESETS, f"{where}: " if where else "", ModelError) from None

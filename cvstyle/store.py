@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import platformdirs
 from filelock import FileLock, Timeout
 
 from .catalogue import ONNX_SUFFIX, T7_SUFFIX, Entry, load_catalogue
+from .datadir import ENV_HOME, home, models_dir  # noqa: F401 (also asked of the store)
 from .errors import ModelError
+from .files import write_atomically
 
-ENV_HOME = "CVSTYLE_HOME"
 BUILTIN_DIR = Path(__file__).resolve().parent / "data"
 BUILTIN_MODELS = {"sketch": "sketch.t7", "builtin/sketch": "sketch.t7"}
 # Digest results by file size and mtime, so listing models does not re-hash ~200 MB.
 _CACHE_NAME = ".verified.json"
+# The ONNX conversion the engines keep beside a .t7 (engines.cached_onnx): NAME.<16 hex>.onnx
+_CONVERSION = r"\.[0-9a-f]{16}\.onnx"
 
 
 class Status(str, Enum):
@@ -43,18 +45,6 @@ class ModelState:
     status: Status
     size: int | None = None  # bytes on disk; None when missing
     detail: str = ""  # why a file is corrupt
-
-
-def home() -> Path:
-    """The cvstyle data directory: ``$CVSTYLE_HOME`` or the platform's per-user data dir."""
-    override = os.environ.get(ENV_HOME)
-    if override:
-        return Path(override).expanduser()
-    return Path(platformdirs.user_data_dir("cvstyle", appauthor=False))
-
-
-def models_dir() -> Path:
-    return home() / "models"
 
 
 def model_path(entry: Entry) -> Path:
@@ -84,16 +74,10 @@ def _read_cache() -> dict:
 
 def _write_cache(cache: dict) -> None:
     # The cache only saves time: a read-only store works without it, so write errors pass.
-    directory = models_dir()
     try:
-        with tempfile.NamedTemporaryFile("w", dir=directory, prefix=_CACHE_NAME, delete=False) as out:
-            json.dump(cache, out, indent=1, sort_keys=True)
+        write_atomically(models_dir() / _CACHE_NAME, json.dumps(cache, indent=1, sort_keys=True).encode())
     except OSError:
-        return
-    try:
-        os.replace(out.name, directory / _CACHE_NAME)  # atomic: readers never see half a file
-    except OSError:
-        Path(out.name).unlink(missing_ok=True)
+        pass
 
 
 def _cache_key(entry: Entry, stat: os.stat_result) -> dict:
@@ -139,21 +123,45 @@ def record_verified(entry: Entry) -> None:
     _update_cache(entry, {"key": _cache_key(entry, model_path(entry).stat()), "detail": ""})
 
 
+def conversions(entry: Entry) -> list[Path]:
+    """The ONNX conversions of a `.t7` model kept beside it (``<name>.<sha256[:16]>.onnx``)."""
+    final = model_path(entry)
+    if entry.suffix != T7_SUFFIX or not final.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(final.stem) + _CONVERSION)
+    return sorted(path for path in final.parent.iterdir() if pattern.fullmatch(path.name))
+
+
 def remove(entry: Entry) -> bool:
-    """Delete the model's file and any unfinished download; False if there was neither."""
-    paths = [model_path(entry), part_path(entry)]
-    if not any(path.exists() for path in paths):
+    """Delete what belongs to the model: its file, any unfinished download, its ONNX
+    conversions and its lock file. False if there was none of them."""
+    final = model_path(entry)
+    lock_file = final.with_name(final.name + ".lock")
+    paths = [final, part_path(entry), *conversions(entry)]
+    if not any(path.exists() for path in [*paths, lock_file]):
         return False
     try:
         with lock(entry).acquire(timeout=1):
             for path in paths:
                 path.unlink(missing_ok=True)
+            lock_file.unlink(missing_ok=True)  # held by us, so no download is using it
     except Timeout:
         raise ModelError(f"model {entry.name} is being downloaded by another cvstyle; try again later") from None
     except OSError as error:
         raise ModelError(f"cannot remove {error.filename}: {error.strerror}") from None
     _update_cache(entry, None)
     return True
+
+
+def store_size() -> int:
+    """Bytes taken by every file in the store: models, conversions, unfinished downloads."""
+    total = 0
+    for path in models_dir().rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except OSError:  # removed meanwhile
+            pass
+    return total
 
 
 def fetch_command(entries: Iterable[Entry], manifest: str | os.PathLike | None = None) -> str:

@@ -6,11 +6,13 @@ here: a luminance projection, a difference-of-Gaussians line detector at two sca
 and soft shading on cream paper. It lets `cvstyle apply` run offline, with nothing
 downloaded, through exactly the code path the real models take.
 
-    python scripts/build_builtin_model.py            # writes cvstyle/data/sketch.t7
+    .venv/bin/python scripts/build_builtin_model.py --check                      # is the shipped file this build?
+    .venv/bin/python scripts/build_builtin_model.py -o cvstyle/data/sketch.t7    # rebuild it
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cvstyle import torch7_modules, torch7  # noqa: E402
 from cvstyle.runner import VGG_MEAN_BGR  # noqa: E402
 
-OUTPUT = Path(__file__).resolve().parent.parent / "cvstyle" / "data" / "sketch.t7"
+SHIPPED = Path(__file__).resolve().parent.parent / "cvstyle" / "data" / "sketch.t7"
 LUMA_BGR = np.array([0.114, 0.587, 0.299])
 RADIUS = 6  # of the widest Gaussian's kernel
 SIGMAS = (0.8, 1.6, 2.4)  # fine line, its surround, broad surround
@@ -67,13 +69,23 @@ def build() -> dict:
     return {"model": model, "opt": opt}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("-o", "--output", type=Path, help=f"write the model here (the shipped one is {SHIPPED})")
+    action.add_argument("--check", action="store_true", help="compare a fresh build with the shipped file; write nothing")
+    args = parser.parse_args(argv)
     buffer = io.BytesIO()
     torch7.dump(build(), buffer)
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_bytes(buffer.getvalue())
-    print(f"wrote {OUTPUT} ({len(buffer.getvalue()):,} bytes)")
+    data = buffer.getvalue()
+    if args.check:
+        same = SHIPPED.is_file() and SHIPPED.read_bytes() == data
+        print(f"{SHIPPED}: {'same as' if same else 'differs from'} a fresh build ({len(data):,} bytes)")
+        return 0 if same else 1
+    args.output.write_bytes(data)
+    print(f"wrote {args.output} ({len(data):,} bytes)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,14 +1,15 @@
-"""Make docs/controls.jpg: one bundled sample under each artistic control.
+"""Make the controls picture (docs/controls.jpg): one bundled sample under each artistic control.
 
 Uses the built-in sketch model and a fixture instance_norm network (cvstyle.testing,
 seeded random weights: an architecture stand-in, not a real style), since the
 pretrained models cannot be shipped.
 
-    python scripts/make_controls_grid.py
+    .venv/bin/python scripts/make_controls_grid.py -o docs/controls.jpg
 """
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,10 @@ def label(image: np.ndarray, text: str) -> np.ndarray:
     return np.vstack([image, bar])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the JPEG to write (docs/controls.jpg in the README)")
+    args = parser.parse_args(argv)
     photo = cv2.imread(str(ROOT / "samples" / "astronaut.png"))
     photo = cv2.resize(photo, (WIDTH, WIDTH * photo.shape[0] // photo.shape[1]), interpolation=cv2.INTER_AREA)
     with tempfile.TemporaryDirectory() as folder:
@@ -44,9 +48,9 @@ def main() -> None:
             label(Stylizer(f"sketch:0.5+{fixture}:0.5", device="cpu").stylize(photo), "mix 0.5 sketch + 0.5 fixture"),
         ]
     grid = np.vstack([np.hstack(tiles[:3]), np.hstack(tiles[3:])])
-    out = ROOT / "docs" / "controls.jpg"
-    cv2.imwrite(str(out), grid, [cv2.IMWRITE_JPEG_QUALITY, 85])
-    print(f"wrote {out}")
+    if not cv2.imwrite(str(args.output), grid, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+        parser.error(f"cannot write {args.output}")
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

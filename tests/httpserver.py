@@ -82,6 +82,41 @@ def redirect(location: str, code: int = 301) -> Responder:
     return respond
 
 
+def raw(code: int, headers: dict[str, str], body: bytes = b"") -> Responder:
+    """Exactly these headers, however wrong (a Content-Length of "abc", a broken Location)."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(code)
+        for name, value in headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.close_connection = True
+
+    return respond
+
+
+def endless(content_length: int | None = None) -> Responder:
+    """A body that never ends (binary zeros until the client hangs up), with an optional
+    Content-Length that lies about it."""
+
+    def respond(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        if content_length is not None:
+            handler.send_header("Content-Length", str(content_length))
+        handler.end_headers()
+        chunk = bytes(1 << 16)
+        try:
+            while True:
+                handler.wfile.write(chunk)
+        except OSError:  # the client hung up
+            pass
+        handler.close_connection = True
+
+    return respond
+
+
 def stall(release: threading.Event, after: bytes | None = None, total: int = 0) -> Responder:
     """Never answer (``after`` None), or send headers and ``after`` then go silent."""
 
@@ -119,7 +154,10 @@ class ModelServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.seen.append(Seen(self.path, dict(self.headers)))
-                server.routes.get(self.path, status(404, b"not found"))(self)
+                try:
+                    server.routes.get(self.path, status(404, b"not found"))(self)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up: its right
+                    self.close_connection = True
 
             def log_message(self, *args) -> None:  # keep test output clean
                 pass

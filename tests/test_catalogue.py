@@ -13,6 +13,13 @@ from cvstyle.hashes import ALGORITHMS, Digest, file_hexdigest, parse_digest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty store: manifests a user added elsewhere must not change these tests."""
+    monkeypatch.setenv("CVSTYLE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
 # The published digests (shared/reference/pretrained-models.md), pinned here so that an
 # edit of models.txt cannot quietly change them.
 PUBLISHED = {
@@ -95,7 +102,7 @@ def test_comments_blank_lines_and_titles():
 @pytest.mark.parametrize(
     "line, message",
     [
-        (f"mine/x {URL}", "my.txt:2: expected NAME URL DIGEST [input=PRESET] [TITLE...], got 'mine/x http://example.org/m.t7'"),
+        (f"mine/x {URL}", "my.txt:2: expected NAME URL DIGEST [input=PRESET] [size=BYTES] [TITLE...], got 'mine/x http://example.org/m.t7'"),
         (f"portrait {URL} {DIGEST}", "my.txt:2: model name 'portrait' is not family/name"),
         (f"mine/../x {URL} {DIGEST}", "my.txt:2: model name 'mine/../x' is not family/name"),
         (f"mine/x.t7 {URL} {DIGEST}", "my.txt:2: model name 'mine/x.t7' is not family/name"),
@@ -105,7 +112,7 @@ def test_comments_blank_lines_and_titles():
             "my.txt:2: unknown input format 'bgr255': choose one of vgg, rgb255, rgb01",
         ),
         (f"mine/x {URL} {DIGEST} input= Mine", "my.txt:2: unknown input format '': choose one of"),
-        (f"mine/x {URL} {DIGEST} inptu=rgb255 Mine", "my.txt:2: unknown setting inptu= (known: input)"),
+        (f"mine/x {URL} {DIGEST} inptu=rgb255 Mine", "my.txt:2: unknown setting 'inptu=': choose one of input="),
         (f"mine/x {URL} {DIGEST} input=rgb255 input=vgg", "my.txt:2: input= is given twice"),
         (f"mine/x ftp://example.org/m.t7 {DIGEST}", "my.txt:2: 'ftp://example.org/m.t7' is not an http, https or file URL"),
         (f"mine/x {URL} md5:{'0' * 32}", "my.txt:2: unknown digest algorithm 'md5'"),
@@ -170,3 +177,19 @@ def test_onnx_urls_and_input_presets():
     assert (unit.suffix, unit.input_format, unit.title) == (".onnx", "rgb01", "")
     # Only KEY=VALUE words directly after DIGEST are settings; the title is kept as written.
     assert (plain.suffix, plain.input_format, plain.title) == (".onnx", "vgg", "E = mc2, input=rgb255")
+
+
+def test_size_setting():
+    text = f"mine/a {URL} {DIGEST} size=6728452 input=vgg Sized\nmine/b {URL} {DIGEST} Unsized\n"
+    sized, unsized = parse_catalogue(text, "my.txt")
+    assert (sized.size, sized.input_format, sized.title) == (6728452, "vgg", "Sized")
+    assert unsized.size is None
+    for bad in ("size=abc", "size=0", "size=-5", "size=1e6"):
+        with pytest.raises(ModelError, match=r"my.txt:1: size= is a file's size in bytes \(a positive whole number\)"):
+            parse_catalogue(f"mine/a {URL} {DIGEST} {bad} T\n", "my.txt")
+
+
+def test_a_huge_bad_line_is_quoted_short():
+    with pytest.raises(ModelError) as raised:
+        parse_catalogue("mine/x " + "\x00\x01binary" * 100_000 + "\n", "my.txt")
+    assert len(str(raised.value)) < 300 and "\x00" not in str(raised.value)

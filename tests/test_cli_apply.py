@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -50,6 +52,31 @@ def test_one_output_per_input_and_model(workdir, eccv16_model, instance_norm_mod
     assert cv2.imread(str(workdir / "out" / "b_eccv16_fixture.jpg")).shape == (47, 61, 3)
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(workdir, capsys):
+    """A log gets the "wrote" lines, not a bar's carriage returns."""
+    small_photo(workdir, "a.png")
+    small_photo(workdir, "b.png")
+    assert main(["apply", "a.png", "b.png", "-o", "out"]) == 0
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and "image/s" not in captured.err and "it/s" not in captured.err
+    assert captured.out.count("wrote ") == 2
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_single_large_photo_shows_its_tiles_on_a_terminal(workdir, monkeypatch):
+    small_photo(workdir, size=(150, 110))
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["apply", "cat.png", "--tile", "on", "--tile-size", "64"]) == 0
+    shown = terminal.getvalue()
+    assert "tiles:" in shown and "/6 [" in shown  # 150x110 in 64 px cores: 3 x 2 tiles
+    assert (workdir / "cat_sketch.jpg").is_file()
+
+
 def test_glob_size_and_explicit_png_output(workdir):
     small_photo(workdir, "x1.png")
     assert main(["apply", "x*.png", "--size", "40", "-o", "result.png"]) == 0
@@ -62,6 +89,20 @@ def test_single_file_output_refused_for_many_jobs(workdir, capsys):
     assert main(["apply", "a.png", "b.png", "-o", "one.jpg"]) == 1
     assert "give a directory" in capsys.readouterr().err
     assert not (workdir / "one.jpg").exists()
+
+
+def test_an_unsupported_output_extension_is_refused_not_made_a_folder(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "cat.png", "-o", "out.gif"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "cvstyle: error: -o out.gif: unsupported output format '.gif' (supported: .bmp, .jpeg, .jpg, .png, "
+        ".tif, .tiff, .webp); to write into a folder of that name, create it first\n"
+    )
+    assert list(workdir.iterdir()) == [workdir / "cat.png"]
+    (workdir / "frames.v2").mkdir()  # an existing folder with a dot in its name is a folder
+    assert main(["apply", "cat.png", "-o", "frames.v2"]) == 0
+    assert (workdir / "frames.v2" / "cat_sketch.jpg").is_file()
 
 
 def test_transparency_is_kept_in_png(workdir):
@@ -152,13 +193,38 @@ def test_without_the_torch_importer_models_run_through_onnx(workdir, capsys, mon
     assert len(err.splitlines()) == 1 and "pip install onnx" in err
 
 
-def test_bad_option_values(workdir, capsys):
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("cvstyle: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, problem",
+    [
+        (["--median-filter", "4"], "--median-filter: median filter size must be odd and positive, not 4"),
+        (["-m", "sketch:-1+sketch:2"], "--model sketch:-1+sketch:2: style weights must be zero or positive"),
+        (["-m", "sketch:0+sketch:0"], "style weights must not all be zero"),
+        (["--strength", "1.5"], "Invalid value for '--strength': 1.5 is not in the range 0<=x<=1"),
+        (["--device", "tpu"], "unknown device 'tpu': choose one of auto, cpu"),
+        (["--engine", "tensorflow"], "unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime"),
+        (["--size", "0"], "Invalid value for '--size'"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["--tile-size", "66"], "--tile-size: tile size must be a multiple of 4"),
+        (["--max-memory", "lots"], "--max-memory: memory size 'lots' is not a size"),
+    ],
+)
+def test_every_option_error_is_one_line_with_exit_2(workdir, capsys, args, problem):
     small_photo(workdir)
-    assert main(["apply", "--median-filter", "4", "cat.png"]) == 1
-    assert "odd" in capsys.readouterr().err
-    assert main(["apply", "--strength", "1.5", "cat.png"]) == 2  # click's usage error
-    assert main(["apply", "--device", "cuda", "cat.png"]) != 0
+    assert main(["apply", *args, "cat.png"]) == 2
+    assert problem in one_line_error(capsys)
     assert not list(workdir.glob("cat_*"))
+
+
+def test_a_device_this_machine_lacks_is_exit_1(workdir, capsys):
+    small_photo(workdir)
+    assert main(["apply", "--device", "cuda", "--engine", "opencv", "cat.png"]) == 1
+    assert "cuda" in one_line_error(capsys)
 
 
 def test_strength_zero_gives_back_the_photo(workdir):
@@ -173,7 +239,7 @@ def test_weighted_mix_with_zero_weight_equals_the_single_model(workdir, instance
     assert main(["apply", "cat.png", "-m", "sketch", "-o", "single.png"]) == 0
     assert main(["apply", "cat.png", "-m", f"sketch:1+{other}:0", "-o", "mixed.png"]) == 0
     assert np.array_equal(cv2.imread("single.png"), cv2.imread("mixed.png"))
-    assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 1
+    assert main(["apply", "cat.png", "-m", f"sketch:-1+{other}:2", "-o", "bad.png"]) == 2
 
 
 def test_fetch_flag_downloads_a_missing_model_first(workdir, capsys):

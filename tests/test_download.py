@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 from httpserver import (
     ModelServer,
+    endless,
+    raw,
     gitsha1_digest,
     model_bytes,
     redirect,
@@ -75,7 +79,7 @@ def test_follows_a_redirect_chain(home, tmp_path, model_server, capsys):
     code, out, err = fetch(capsys, manifest, "test/model")
 
     assert code == 0, err
-    assert out.count(LICENCE) == 1
+    assert LICENCE not in out + err  # the licence covers Justin Johnson's models, not one's own
     assert [seen.path for seen in model_server.seen] == ["/old/model.t7", "/moved/model.t7", PATH]
     assert final_path(home).read_bytes() == MODEL
     assert not part_path(home).exists()
@@ -321,6 +325,7 @@ def test_base_url_replaces_the_published_prefix(home, tmp_path, model_server, ca
     code, out, err = fetch(capsys, manifest, "candy", "--base-url", model_server.url("/mirror/"))
 
     assert code == 0, out + err
+    assert err.count(LICENCE) == 1  # a published model, from a mirror
     assert [seen.path for seen in model_server.seen] == ["/mirror/instance_norm/candy.t7"]
     assert (home / "models" / "instance_norm" / "candy.t7").read_bytes() == MODEL
 
@@ -414,3 +419,164 @@ def test_ensure_model_fetches_only_when_needed(home, tmp_path, model_server, cap
     assert path == final_path(home) and path.read_bytes() == MODEL
     assert download.ensure_model("test/model", manifest, settings) == path
     assert len(model_server.seen) == 1
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "host, why",
+    [("cvstyle-test.invalid", "its name does not resolve"), (f"127.0.0.1:{unused_port()}", "it refused the connection")],
+)
+def test_an_unreachable_host_stops_at_the_first_model_without_retrying(home, tmp_path, host, why, capsys):
+    """Offline: known at once, so no retry and no second model (each would cost seconds)."""
+    manifest = write_manifest(
+        tmp_path / "manifest.txt",
+        *(f"test/{name} http://{host}/{name}.t7 {sha256_digest(MODEL)} Test" for name in ("one", "two", "three")),
+    )
+    code = main(["fetch-models", "--manifest", str(manifest), "--retry-delay", "5", "one", "two", "three"])
+    out, err = capsys.readouterr()
+
+    assert code == 4
+    hostname = host.partition(":")[0]
+    assert err.count("fetching") == 1 and "retrying" not in err
+    error_lines = [line for line in err.splitlines() if line.startswith("cvstyle: error:")]
+    assert error_lines == [
+        f"cvstyle: error: cannot reach {hostname} ({why}); offline? Copy the models from a machine that can "
+        "reach it and run `cvstyle fetch-models --base-url DIR` (DIR laid out as FAMILY/NAME.t7)"
+    ]
+    assert not list((home / "models" / "test").glob("*.t7")) and not list((home / "models" / "test").glob("*.part"))
+
+
+def test_the_published_catalogue_offline_fails_in_one_line(home, capsys):
+    """What a user without a network sees for `cvstyle fetch-models`: one attempt, one error."""
+    code = main(["fetch-models", "--base-url", "http://cvstyle-test.invalid/models/"])
+    out, err = capsys.readouterr()
+    assert code == 4
+    assert err.splitlines()[-1].startswith("cvstyle: error: cannot reach cvstyle-test.invalid (its name does not resolve)")
+    assert err.count("fetching") == 1 and err.count(LICENCE) == 1
+
+
+# ---------------------------------------------------------------- size limits and bad headers
+
+
+def test_an_endless_body_stops_at_the_declared_size(home, tmp_path, model_server, capsys):
+    model_server.routes[PATH] = endless()
+    manifest = write_manifest(
+        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size=1000000 Endless"
+    )
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert_failed_cleanly(home, code, err)
+    assert f"the body grew past 1,000,000 bytes, the size= of {manifest}:2; stopped and deleted the partial file" in out
+    assert not part_path(home).exists()
+    assert len(model_server.seen) == 1  # not retried
+
+
+def test_the_default_ceiling_applies_without_size_and_no_part_grows_past_it(home, tmp_path, model_server, monkeypatch, capsys):
+    model_server.routes[PATH] = endless()
+    manifest = manifest_for(tmp_path, model_server.url(PATH), sha256_digest(MODEL))
+    sizes = []
+    real_open = Path.open
+
+    class Watched(io.FileIO):  # records the part's size after each write
+        def write(self, data):
+            written = super().write(data)
+            sizes.append(os.fstat(self.fileno()).st_size)
+            return written
+
+    def watched_open(path, mode="r", *args, **kwargs):
+        if path.name.endswith(".part"):
+            return Watched(path, mode.replace("b", ""))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", watched_open)
+    code, out, err = fetch(capsys, manifest, "test/model", "--max-download-mb", "2")
+
+    assert_failed_cleanly(home, code, err)
+    assert "the body grew past 2,097,152 bytes, the download ceiling (--max-download-mb 2)" in out
+    assert sizes and max(sizes) <= 2 * 1024**2
+    assert not part_path(home).exists()
+
+
+def test_a_content_length_above_the_limit_is_refused_before_writing(home, tmp_path, model_server, capsys):
+    model_server.routes[PATH] = endless(content_length=50 * 1024**3)
+    manifest = write_manifest(
+        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size=3000000 Big"
+    )
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert_failed_cleanly(home, code, err)
+    assert f"announces 53,687,091,200 bytes, more than 3,000,000 bytes, the size= of {manifest}:2; nothing was saved" in out
+    assert not part_path(home).exists()
+
+
+def test_a_model_within_its_declared_size_downloads(home, tmp_path, model_server, capsys):
+    model_server.routes[PATH] = serve(MODEL)
+    manifest = write_manifest(
+        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size={len(MODEL)} Exact"
+    )
+    code, out, err = fetch(capsys, manifest, "test/model")
+    assert code == 0, out + err
+    assert final_path(home).read_bytes() == MODEL
+
+
+def redirect_to(location: str):
+    return raw(302, {"Location": location, "Content-Length": "0"})
+
+
+@pytest.mark.parametrize(
+    "responder, problem",
+    [
+        (raw(200, {"Content-Length": "abc"}, MODEL[:1000]), "sent an invalid Content-Length header 'abc'"),
+        (redirect_to("http://[::1"), "malformed Location header 'http://[::1'"),
+        (redirect_to("http://127.0.0.1:port/x.t7"), "malformed Location header 'http://127.0.0.1:port/x.t7'"),
+        (redirect_to("file:///etc/passwd"), "redirect to file:///etc/passwd refused: only http and https redirects are followed"),
+        (redirect_to(PATH), "redirect loop"),
+        (raw(302, {"Content-Length": "0"}), "redirect without a Location header"),
+    ],
+    ids=["content-length", "location-ipv6", "location-port", "file-redirect", "loop", "no-location"],
+)
+def test_bad_headers_are_one_line_naming_the_url(home, tmp_path, model_server, responder, problem, capsys):
+    model_server.routes[PATH] = responder
+    url = model_server.url(PATH)
+    manifest = manifest_for(tmp_path, url, sha256_digest(MODEL))
+
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert_failed_cleanly(home, code, err)
+    detail = next(line for line in out.splitlines() if line.startswith("test/model"))
+    assert url in detail and problem in detail, detail
+    assert "None" not in detail and "Traceback" not in out + err
+    assert not part_path(home).exists()
+
+
+def test_a_redirect_loop_through_two_urls(home, tmp_path, model_server, capsys):
+    model_server.routes["/a.t7"] = redirect(model_server.url("/b.t7"))
+    model_server.routes["/b.t7"] = redirect(model_server.url("/a.t7"))
+    manifest = manifest_for(tmp_path, model_server.url("/a.t7"), sha256_digest(MODEL))
+
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert_failed_cleanly(home, code, err)
+    a, b = model_server.url("/a.t7"), model_server.url("/b.t7")
+    assert f"{a}: redirect loop ({a} -> {b} -> {a})" in out
+    assert len(model_server.seen) == 2
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_names_the_final_path_and_keeps_no_part(home, tmp_path, model_server, capsys):
+    model_server.routes[PATH] = serve(MODEL)
+    manifest = manifest_for(tmp_path, model_server.url(PATH), sha256_digest(MODEL))
+    part_path(home).parent.mkdir(parents=True)
+    part_path(home).symlink_to("/dev/full")  # every write: "No space left on device"
+
+    code, out, err = fetch(capsys, manifest, "test/model")
+
+    assert_failed_cleanly(home, code, err)
+    assert f"cannot write {final_path(home)}: No space left on device; nothing was kept" in out
+    assert ".part" not in out
+    assert not part_path(home).exists() and not part_path(home).is_symlink()

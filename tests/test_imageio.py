@@ -430,7 +430,7 @@ def test_decompression_bomb_refused_before_decoding(tmp_path, monkeypatch):
     with pytest.raises(ImageError) as excinfo:
         read_image(path)
     assert_one_line_error(
-        excinfo, "bomb.png", "100000x100000", "decompression bomb", "CVSTYLE_MAX_PIXELS"
+        excinfo, "bomb.png", "100000x100000", "decompression bomb", "--max-pixels", "CVSTYLE_MAX_PIXELS"
     )
 
 
@@ -500,7 +500,7 @@ def test_output_folder_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ImageError) as excinfo:
         write_image(tmp_path / "file" / "out.png", Picture(noise()))
-    assert_one_line_error(excinfo, "out.png", "cannot create a file in")
+    assert_one_line_error(excinfo, "out.png", "cannot write a file in")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
@@ -528,7 +528,7 @@ def test_unwritable_output_folder_simulated(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ImageError) as excinfo:
         write_image(tmp_path / "out.jpg", Picture(noise()))
-    assert_one_line_error(excinfo, "out.jpg", "cannot create a file in", "Permission denied")
+    assert_one_line_error(excinfo, "out.jpg", "cannot write a file in", "Permission denied")
     assert os.listdir(tmp_path) == []
 
 

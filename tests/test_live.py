@@ -118,7 +118,7 @@ def test_engine_option_runs_the_models_there(tmp_path, video, engine, capsys):
 
 def test_unknown_engine_is_one_line(tmp_path, video, capsys):
     out = tmp_path / "out.avi"
-    assert main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", "tensorflow"]) == 1
+    assert main(["live", "-s", str(video), "--no-window", "-o", str(out), "--engine", "tensorflow"]) == 2
     assert capsys.readouterr().err == (
         "cvstyle: error: unknown engine 'tensorflow': choose one of auto, opencv, onnxruntime, openvino\n"
     )

@@ -169,7 +169,7 @@ def test_apply_with_input_format(workdir, zero_first, capsys):
     assert main(["apply", "-m", str(zero_first), "cat.png"]) == 0
     assert Path("cat_zero_first.jpg").is_file()  # named without the suffix, as for .t7
     capsys.readouterr()
-    assert main(["apply", "-m", str(zero_first), "--input-format", "bgr", "cat.png"]) == 1
+    assert main(["apply", "-m", str(zero_first), "--input-format", "bgr", "cat.png"]) == 2
     assert capsys.readouterr().err == (
         "cvstyle: error: unknown input format 'bgr': choose one of vgg, rgb255, rgb01\n"
     )

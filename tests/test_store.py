@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import platformdirs
 import pytest
 from httpserver import model_bytes, sha256_digest, write_manifest
@@ -126,17 +128,44 @@ def test_remove_deletes_the_file_and_any_part(stocked, manifest):
     assert store.status(good).status is store.Status.MISSING
 
 
+def test_remove_deletes_the_onnx_conversion_and_the_lock(stocked, manifest, home, tmp_path, monkeypatch, capsys):
+    """Running a .t7 on ONNX Runtime leaves <name>.<hash>.onnx beside it; fetching, a .lock."""
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("cat.png", np.full((24, 32, 3), 128, np.uint8))
+    folder = stocked["good"].parent
+    other = folder / "good2.t7"  # another model whose name starts alike: untouched
+    other.write_bytes(MODEL)
+    (folder / "good2.0123456789abcdef.onnx").write_bytes(b"x")
+    assert main(["apply", "-m", "good", "--manifest", str(manifest), "--engine", "onnxruntime", "cat.png"]) == 0
+    assert [p.name for p in folder.glob("good.*.onnx")]  # the conversion is there
+    with store.lock(entry(manifest, "good")):  # as a download leaves it
+        pass
+    assert (folder / "good.t7.lock").exists()
+    capsys.readouterr()
+
+    code, out, _ = run(capsys, "models", "remove", "--manifest", str(manifest), "good")
+
+    assert (code, out) == (0, "test/good: removed\n")
+    assert sorted(p.name for p in folder.iterdir()) == ["bad.t7", "good2.0123456789abcdef.onnx", "good2.t7"]
+
+
 def test_models_lists_every_model(stocked, manifest, home, capsys):
     code, out, _ = run(capsys, "models", "--manifest", str(manifest))
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["NAME", "FAMILY", "SIZE", "STATUS", "TITLE"]
-    assert lines[1].split()[:5] == ["composition_vii", "eccv16", "-", "missing", "Composition"]
-    rows = {line.split()[0]: line.split() for line in lines[1:14] if line}
+    sketch_size = (Path(cvstyle.__file__).parent / "data" / "sketch.t7").stat().st_size
+    assert lines[1].split()[:6] == ["sketch", "builtin", f"{sketch_size / 1024:.1f}", "KiB", "built-in", "Pencil"]
+    assert lines[2].split()[:5] == ["composition_vii", "eccv16", "-", "missing", "Composition"]
+    rows = {line.split()[0]: line.split() for line in lines[2:15] if line}
     assert rows["good"][:6] == ["good", "test", "3.3", "MiB", "ok", "Good"]
     assert rows["bad"][4] == "corrupt"
     assert rows["absent"][3] == "missing"
-    assert f"1 of 13 downloaded, in {home / 'models'} (set CVSTYLE_HOME to move it)" in out
+    # The store's total: both model files and the verification cache.
+    total = sum(path.stat().st_size for path in (home / "models").rglob("*") if path.is_file())
+    assert total > 2 * len(MODEL)
+    assert f"1 of 13 downloaded; the store takes {total / 1024**2:.1f} MiB in {home / 'models'} (set CVSTYLE_HOME to move it)" in out
 
 
 def test_models_verify(stocked, manifest, capsys):
@@ -172,3 +201,44 @@ def test_models_info(stocked, manifest, capsys):
     assert f"file:          {stocked['good']}" in out and "family:        instance_norm" in out
     code, _, err = run(capsys, "models", "info", "udnie")
     assert code == 3 and "run `cvstyle fetch-models instance_norm/udnie`" in err
+
+
+def test_models_add_keeps_a_manifest_until_forgotten(home, tmp_path, monkeypatch, capsys):
+    """`models add` once, then the models are known to every command without --manifest."""
+    source = tmp_path / "source.t7"
+    source.write_bytes(MODEL)
+    mine = write_manifest(
+        tmp_path / "my-models.txt", f"mine/inst {source.as_uri()} {sha256_digest(MODEL)} My style"
+    )
+    code, out, _ = run(capsys, "models", "add", str(mine))
+    assert code == 0 and "added 1 model from" in out and "cvstyle fetch-models mine/inst" in out
+    mine.unlink()  # a copy is kept in the store
+
+    code, out, _ = run(capsys, "models")
+    assert "inst             mine" in out and "My style" in out
+    assert f"added manifest my-models ({home / 'manifests' / 'my-models.txt'})" in out
+    code, out, err = run(capsys, "fetch-models", "inst")
+    assert code == 0, err
+    assert store.resolve_model("mine/inst") == home / "models" / "mine" / "inst.t7"
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("cat.png", np.full((24, 32, 3), 128, np.uint8))
+    assert main(["apply", "-m", "mine/inst", "cat.png"]) == 0
+    assert (tmp_path / "cat_inst.jpg").is_file()
+    capsys.readouterr()
+
+    code, out, _ = run(capsys, "models", "forget", "my-models")
+    assert (code, out) == (0, f"forgot manifest my-models ({home / 'manifests' / 'my-models.txt'} removed)\n")
+    code, _, err = run(capsys, "models", "path", "mine/inst")
+    assert code == 3 and "unknown model 'mine/inst'" in err
+    code, _, err = run(capsys, "models", "forget", "my-models")
+    assert code == 3 and "no manifest named 'my-models' was added" in err
+
+
+def test_models_add_refuses_a_bad_manifest(home, tmp_path, capsys):
+    bad = write_manifest(tmp_path / "bad.txt", f"mine/x {URL} sha1:1234 Broken")
+    code, _, err = run(capsys, "models", "add", str(bad))
+    assert code == 3
+    assert err == f"cvstyle: error: {bad}:2: a sha1 digest is 40 hex digits, not '1234'\n"
+    assert not (home / "manifests").exists()
+    code, _, err = run(capsys, "models", "add", str(tmp_path / "absent.txt"))
+    assert code == 3 and "does not exist" in err

@@ -1,8 +1,9 @@
 """The ``cvstyle`` command: a thin layer over the Python API.
 
 Every command lives in a module of this package and registers itself on :data:`cli`.
-User mistakes (:class:`~cvstyle.errors.CvstyleError`) become one line on stderr and the
-error's exit code, never a traceback.
+User mistakes (:class:`~cvstyle.errors.CvstyleError`, and click's usage errors) become
+one line on stderr and the exit code of README's table (:data:`EXIT_CODES`), never a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import click
 
 from .. import __version__
 from ..errors import CvstyleError
+from .options import OptionError
+
+# README's table of exit codes (tests/test_readme.py checks that they agree); the error
+# classes carry theirs: OptionError and ImageError 2, ModelError 3, DownloadError 4.
+EXIT_CODES = {
+    0: "success",
+    1: "any other failure (an engine or device that cannot run here, a missing package)",
+    2: "an option or argument that cannot work, an input image that cannot be read, an output that cannot be written",
+    3: "a model that is unknown, not downloaded, corrupt, or not a network cvstyle can run",
+    4: "a download that failed or did not verify",
+    130: "interrupted (Ctrl-C)",
+}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("cvstyle: interrupted", err=True)
         return 130
+    except click.UsageError as error:  # one line, like every other error
+        hint = "" if isinstance(error, OptionError) or error.ctx is None else f" (see `{error.ctx.command_path} --help`)"
+        click.echo(f"cvstyle: error: {error.format_message()}{hint}", err=True)
+        return error.exit_code
     except click.ClickException as error:
         error.show()
         return error.exit_code

@@ -11,18 +11,55 @@ from tqdm import tqdm
 
 from .. import batch
 from ..errors import CvstyleError
-from ..engines import DEVICES
+from ..imageio import WRITE_EXTENSIONS
 from ..memory import parse_size
+from ..stylizer import Stylizer, parse_model_spec
 from ..tiling import tile_settings
-from ..stylizer import DEFAULT_MODEL, Stylizer, check_options, parse_model_spec
 from . import cli
-from .options import echo_engines, engine_option, input_format_option, log_to_stderr, precision_option
+from .options import (
+    OptionError, device_option, echo_engines, echo_note, engine_option, input_format_option, log_to_stderr,
+    manifest_option, median_filter_option, model_option, precision_option,
+)
+
+
+def _option_value(convert):
+    """A click callback turning an option's value with ``convert``; its error is an
+    option error (exit 2), not a failure of the run."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        try:
+            return convert(value)
+        except CvstyleError as error:
+            raise OptionError(f"{param.opts[0]}: {error}", ctx) from None
+
+    return callback
+
+
+class _TileBar:
+    """A bar under the jobs' bar for the tiles of the photo being painted: a single large
+    photo takes minutes. Shown on a terminal only, like every bar."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None or done <= self.bar.n:  # a new photo, or the next model of a mix
+            self.close()
+            self.bar = tqdm(total=total, desc="tiles", unit="tile", leave=False, disable=None)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
 
 
 @cli.command("apply")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
+@model_option(
     help="Catalogue name (candy, eccv16/starry_night), path to a .t7 or .onnx, or a weighted mix "
     "such as candy:0.7+udnie:0.3. Repeat for one output per model. The default 'sketch' "
     "is the built-in hand-made pencil-sketch network (untrained, needs no download).",
@@ -30,14 +67,14 @@ from .options import echo_engines, engine_option, input_format_option, log_to_st
 @click.option(
     "-o", "--output", type=click.Path(), default=None,
     help="Output directory (default: the current one), or a file name for a single "
-    "output; its extension (.jpg, .png, .webp) picks the format.",
+    f"output; its extension ({', '.join(sorted(WRITE_EXTENSIONS))}, or .mp4, .mov, .mkv for a video) picks the format.",
 )
 @click.option(
     "--size", type=click.IntRange(min=1), default=None,
     help="Process at this longer side in pixels; the output has that size too. "
     "Default: the input's full resolution.",
 )
-@click.option("--median-filter", type=int, default=0, help="Median filter of this odd size on the result (the reference runner uses 3).")
+@median_filter_option
 @click.option("--preserve-colors", is_flag=True, help="Keep the photo's colours; take only the painting's light and texture.")
 @click.option("--strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="0 = the photo, 1 = the full style.")
 @click.option(
@@ -46,7 +83,7 @@ from .options import echo_engines, engine_option, input_format_option, log_to_st
     "memory bounded and avoids OpenCV's crash on large inputs.",
 )
 @click.option(
-    "--tile-size", type=click.IntRange(min=64), default=None,
+    "--tile-size", type=click.IntRange(min=64), default=None, callback=_option_value(tile_settings), metavar="INTEGER",
     help="Largest tile side in pixels, a multiple of 4 (default 1024; 768 above 64 MP).",
 )
 @click.option(
@@ -56,7 +93,7 @@ from .options import echo_engines, engine_option, input_format_option, log_to_st
 )
 @click.option("--exact-statistics", is_flag=True, hidden=True, help="The former spelling of --statistics exact.")
 @click.option(
-    "--max-memory", default=None, metavar="SIZE",
+    "--max-memory", default=None, metavar="SIZE", callback=_option_value(lambda size: parse_size(size) if size else None),
     help="Memory a large photo may use, such as 1.5G or 800M (default: half the memory "
     "available); beyond it exact statistics keep activations in temporary files "
     "($CVSTYLE_TMP or the system's temporary folder).",
@@ -70,18 +107,18 @@ from .options import echo_engines, engine_option, input_format_option, log_to_st
     help="Videos: blend each painted frame with the previous one along the motion "
     "(optical flow), repainting where it is unreliable and at scene cuts: less flicker.",
 )
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs; auto takes CUDA if this OpenCV build has it.")
+@device_option
 @engine_option
 @precision_option
 @input_format_option
 @click.option("-v", "--verbose", is_flag=True, help="Say which engine, device and precision run each model (and why auto chose it).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help="Refuse inputs with more pixels than this (decompression-bomb guard).")
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@manifest_option
 @click.option("--fetch", is_flag=True, help="Download (and verify) catalogue models that are not there yet.")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that exist already as they are: a re-run finishes an interrupted job.")
 @click.option(
     "--ray", "ray_address", is_flag=False, flag_value="auto", default=None, metavar="[ADDRESS]",
-    help="Run on a Ray cluster (pip install 'cvstyle[ray]'): at ADDRESS, or auto ($RAY_ADDRESS, else a "
+    help="Run on a Ray cluster (pip install -e '.[ray]'): at ADDRESS, or auto ($RAY_ADDRESS, else a "
     "local Ray). Inputs may be URIs (s3://...); inputs, outputs and model files must be where every node sees them.",
 )
 @click.option("--actors-per-node", type=click.IntRange(min=1), default=None, help="With --ray: actors per node (default: one per GPU, else one).")
@@ -98,20 +135,19 @@ def apply_command(
     Writes <stem>_<model>.jpg per input and model (.png for inputs with transparency,
     .mp4 for videos, with their sound and timing).
     """
-    check_options(median_filter, strength)
     if ray_address is None and (actors_per_node or cpus_per_actor or gpus_per_actor):
-        raise CvstyleError("--actors-per-node, --cpus-per-actor and --gpus-per-actor go with --ray")
+        raise OptionError("--actors-per-node, --cpus-per-actor and --gpus-per-actor go with --ray")
     if fetch:
-        from ..download import ensure_model  # requests is imported only when fetching
+        from ..download import FetchSettings, ensure_model  # requests is imported only when fetching
 
         for model in models:
             for name, _ in parse_model_spec(model):
-                ensure_model(name, manifest)
+                ensure_model(name, manifest, FetchSettings(notify=echo_note))
     options = dict(
         size=size, median_filter=median_filter, preserve_colors=preserve_colors, strength=strength,
         tile=tile, statistics="exact" if exact_statistics else statistics,
-        tile_settings=tile_settings(tile_size),
-        max_memory=parse_size(max_memory) if max_memory else None,
+        tile_settings=tile_size,  # a TileSettings, made by the option's callback
+        max_memory=max_memory,  # bytes, from the option's callback
     )
     if ray_address is not None:
         from .. import distributed  # Ray is imported only for --ray
@@ -141,14 +177,19 @@ def apply_command(
     with contextlib.ExitStack() as bars:
         frames = bars.enter_context(_FrameBar())
         video = batch.VideoSettings(stabilize, frames.update)
-        report = batch.run_jobs(jobs, options, quality, max_pixels, _progress(bars, len(jobs)), video)
+        tiles = _TileBar()
+        bars.callback(tiles.close)
+        report = batch.run_jobs(
+            jobs, {**options, "progress": tiles}, quality, max_pixels, _progress(bars, len(jobs)), video
+        )
     return _summarise(failures + report.failures, report.written, len(jobs) + len(failures), len(planned) - len(jobs))
 
 
 def _progress(bars: contextlib.ExitStack, total: int) -> Callable[[batch.Job, CvstyleError | None], None]:
     """A progress bar over ``total`` outputs, closed with ``bars``; the function returned
     moves it and says each output written."""
-    bar = bars.enter_context(tqdm(total=total, unit="image", disable=total < 2, leave=False))
+    # disable=None: a bar only on a terminal, never in a log.
+    bar = bars.enter_context(tqdm(total=total, unit="image", disable=True if total < 2 else None, leave=False))
 
     def done(job: batch.Job, error: CvstyleError | None) -> None:
         bar.update(1)

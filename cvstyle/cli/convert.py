@@ -8,6 +8,7 @@ import click
 
 from ..onnx_export import OPSET, convert
 from . import cli
+from .options import manifest_option
 
 
 @cli.command("convert")
@@ -16,8 +17,8 @@ from . import cli
     "-o", "--output", type=click.Path(dir_okay=False), default=None,
     help="The ONNX file to write (default: the model's name with .onnx, in the current directory).",
 )
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
-def convert_command(model: str, output: str | None, manifest: str | None) -> None:
+@manifest_option
+def convert_command(model: str, output: str | None, manifest: Path | None) -> None:
     """Convert MODEL (a .t7 file or a downloaded catalogue model) to ONNX.
 
     The graph runs on OpenCV 5, ONNX Runtime or any ONNX runtime. Like the .t7 it takes

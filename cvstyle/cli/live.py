@@ -9,10 +9,12 @@ from tqdm import tqdm
 
 from .. import live
 from ..errors import CvstyleError
-from ..engines import DEVICES
 from ..stylizer import DEFAULT_MODEL, Stylizer
 from . import cli
-from .options import echo_engines, engine_option, input_format_option, log_to_stderr, precision_option
+from .options import (
+    device_option, echo_engines, engine_option, input_format_option, log_to_stderr, manifest_option,
+    precision_option,
+)
 
 _KEYS = "\n".join(f"  {keys:8s} {what}" for keys, what in live.KEY_HELP)
 
@@ -51,7 +53,7 @@ class _FrameBar:
     "--size", type=click.IntRange(min=1), default=None,
     help="Processing size (longer side in pixels); smaller is faster. Default: the source's.",
 )
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="Where the network runs.")
+@device_option
 @engine_option
 @precision_option
 @input_format_option
@@ -72,7 +74,7 @@ class _FrameBar:
     help="Less flicker: blend each painting with the previous one along the motion "
     "(optical flow), repainting where it is unreliable and at scene cuts.",
 )
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@manifest_option
 def live_command(
     models, source, size, device, engine, precision, input_format, output, no_window, preserve_colors,
     strength, stabilize, manifest,

@@ -8,20 +8,15 @@ from pathlib import Path
 import click
 
 from .. import store
-from ..catalogue import PUBLISHED_PREFIX, load_catalogue
+from ..catalogue import PUBLISHED_PREFIX, forget_manifest, load_catalogue, register_manifest, registered_manifests
 from ..download import FetchSettings, fetch_models, normalise_base_url
+from ..transfer import DEFAULT_MAX_MB
 from ..errors import DownloadError, ModelError
 from ..modelinfo import describe
 from . import cli
+from .options import echo_note, manifest_option
 
-manifest_option = click.option(
-    "--manifest",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    metavar="FILE",
-    help="An extra model catalogue (same format as models.txt); it adds to and overrides the bundled one.",
-)
-
+BUILTIN_TITLE = "Pencil sketch (hand-made, untrained; no download)"
 
 def format_size(size: int | None) -> str:
     if size is None:
@@ -64,9 +59,14 @@ def echo_table(headers: Sequence[str], rows: list[Sequence[str]]) -> None:
     show_default=True,
     help="Seconds before the first retry; doubles on each further one.",
 )
+@click.option(
+    "--max-download-mb", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_MAX_MB, metavar="MB",
+    show_default=True,
+    help="Refuse a download growing past this many MiB, for models whose catalogue line has no size=.",
+)
 def fetch_models_command(
     names: tuple[str, ...], base_url: str | None, manifest: Path | None, force: bool,
-    timeout: float, retries: int, retry_delay: float,
+    timeout: float, retries: int, retry_delay: float, max_download_mb: float,
 ) -> None:
     """Download and verify models (default: every model in the catalogue).
 
@@ -83,6 +83,7 @@ def fetch_models_command(
     settings = FetchSettings(
         base_url=normalise_base_url(base_url) if base_url else None,
         force=force, timeout=timeout, retries=retries, retry_delay=retry_delay,
+        max_bytes=int(max_download_mb * 1024**2), notify=echo_note,
     )
     results = fetch_models(entries, settings)
     click.echo()
@@ -105,18 +106,47 @@ def _manifest(own: Path | None) -> Path | None:
 @manifest_option
 @click.pass_context
 def models_group(ctx: click.Context, manifest: Path | None) -> None:
-    """List the catalogue's models with their size on disk and status (missing, ok, corrupt)."""
+    """List the models: the built-in sketch, then the catalogue's with their size on disk
+    and status (missing, ok, corrupt)."""
     if ctx.invoked_subcommand is not None:
         return
     states = [store.status(entry) for entry in load_catalogue(manifest)]
+    sketch = store.BUILTIN_DIR / store.BUILTIN_MODELS["sketch"]
     echo_table(
         ["NAME", "FAMILY", "SIZE", "STATUS", "TITLE"],
-        [[s.entry.short_name, s.entry.family, format_size(s.size), s.status.value, s.entry.title] for s in states],
+        [["sketch", "builtin", format_size(sketch.stat().st_size), "built-in", BUILTIN_TITLE]]
+        + [[s.entry.short_name, s.entry.family, format_size(s.size), s.status.value, s.entry.title] for s in states],
     )
     present = sum(s.status is store.Status.OK for s in states)
-    click.echo(f"\n{present} of {len(states)} downloaded, in {store.models_dir()} (set {store.ENV_HOME} to move it)")
+    click.echo(
+        f"\n{present} of {len(states)} downloaded; the store takes {format_size(store.store_size())} "
+        f"in {store.models_dir()} (set {store.ENV_HOME} to move it)"
+    )
     if present < len(states):
         click.echo(f"fetch the others with: {store.fetch_command([], manifest)} [NAME...]")
+    for path in registered_manifests():
+        click.echo(f"added manifest {path.stem} ({path}); `cvstyle models forget {path.stem}` removes it")
+
+
+@models_group.command("add")
+@click.argument("manifest_file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+def add_command(manifest_file: Path) -> None:
+    """Remember the models of a manifest (same format as models.txt) without --manifest.
+
+    A copy is kept in the store under the file's name; add it again after editing it.
+    """
+    kept, entries = register_manifest(manifest_file)
+    click.echo(f"added {len(entries)} model{'s' * (len(entries) != 1)} from {manifest_file} (kept as {kept})")
+    if entries:
+        click.echo(f"fetch them with: {store.fetch_command(entries)}")
+
+
+@models_group.command("forget")
+@click.argument("name")
+def forget_command(name: str) -> None:
+    """Forget a manifest added with `cvstyle models add` (downloaded files stay until removed)."""
+    path = forget_manifest(name)
+    click.echo(f"forgot manifest {path.stem} ({path} removed)")
 
 
 @models_group.command("verify")
@@ -141,7 +171,7 @@ def verify_command(names: tuple[str, ...], manifest: Path | None) -> None:
 @click.argument("names", nargs=-1, required=True)
 @manifest_option
 def remove_command(names: tuple[str, ...], manifest: Path | None) -> None:
-    """Delete downloaded models (and any unfinished download of them)."""
+    """Delete downloaded models with their unfinished downloads and ONNX conversions."""
     for entry in load_catalogue(_manifest(manifest)).select(names):
         removed = store.remove(entry)
         click.echo(f"{entry.name}: {'removed' if removed else 'not downloaded, nothing to remove'}")

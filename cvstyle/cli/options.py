@@ -1,20 +1,27 @@
-"""Options shared by several commands, defined once."""
+"""Options and helpers shared by several commands, defined once."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
+from tqdm import tqdm
 
-from .. import presets
-from ..engines import ENGINES, PRECISIONS
-from ..errors import CvstyleError
+from .. import effects, presets
+from ..engines import DEVICES, ENGINES, PRECISIONS
+from ..errors import CvstyleError, unknown_choice
+from ..stylizer import DEFAULT_MODEL, check_options, parse_model_spec
+
+
+class OptionError(click.UsageError):
+    """A command-line value that cannot work: one ``cvstyle: error:`` line, exit 2 (the
+    code of every option error), without click's usage block."""
 
 
 class _OneLineChoice(click.Choice):
-    """A choice whose wrong value is one ``cvstyle: error:`` line (exit 1), not click's
-    usage block."""
+    """A choice whose wrong value is one line naming the choices."""
 
     def __init__(self, choices, what: str):
         super().__init__(choices)
@@ -24,9 +31,25 @@ class _OneLineChoice(click.Choice):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            raise CvstyleError(
-                f"unknown {self.what} {value!r}: choose one of {', '.join(self.choices)}"
-            ) from None
+            raise OptionError(str(unknown_choice(self.what, value, self.choices)), ctx) from None
+
+
+def _check_median_filter(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    try:
+        check_options(median_filter=value)
+    except CvstyleError as error:
+        raise OptionError(f"--median-filter: {error}", ctx) from None
+    return value
+
+
+def _check_model_specs(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> tuple[str, ...]:
+    """Mixes are checked before any model loads: a bad weight is an option error."""
+    for spec in specs:
+        try:
+            effects.normalise_weights([weight for _, weight in parse_model_spec(spec)])
+        except CvstyleError as error:
+            raise OptionError(f"--model {spec}: {error}", ctx) from None
+    return specs
 
 
 engine_option = click.option(
@@ -40,6 +63,31 @@ precision_option = click.option(
     help="exact: float32 on every engine. fast: bfloat16 (OpenVINO, CPUs with AVX512-BF16 or "
     "AMX), about 1 grey level off on average (README Engines); says so where nothing is faster.",
 )
+
+device_option = click.option(
+    "--device", type=_OneLineChoice(DEVICES, "device"), default="auto", show_default=True,
+    help="Where the network runs; auto takes CUDA where the engine has it (the pip OpenCV never does).",
+)
+
+manifest_option = click.option(
+    "--manifest", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="An extra model catalogue for this run (same format as models.txt); it adds to and "
+    "overrides the bundled one and those added with `cvstyle models add`.",
+)
+
+median_filter_option = click.option(
+    "--median-filter", type=int, default=0, callback=_check_median_filter,
+    help="Median filter of this odd size on the result (the reference runner uses 3).",
+)
+
+
+def model_option(help: str):
+    """``-m/--model``, repeatable, default the built-in sketch; mixes checked up front."""
+    return click.option(
+        "-m", "--model", "models", multiple=True, default=[DEFAULT_MODEL], show_default=True,
+        callback=_check_model_specs, help=help,
+    )
+
 
 input_format_option = click.option(
     "--input-format", type=_OneLineChoice(list(presets.PRESETS), "input format"), default=None,
@@ -83,3 +131,8 @@ def log_to_stderr(verbose: bool) -> None:
     if _stderr_handler not in logger.handlers:
         logger.addHandler(_stderr_handler)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def echo_note(message: str) -> None:
+    """A ``cvstyle:`` line on stderr, written between progress bars rather than through them."""
+    tqdm.write(f"cvstyle: {message}", file=sys.stderr)

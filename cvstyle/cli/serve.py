@@ -7,11 +7,10 @@ import logging
 import click
 
 from ..errors import CvstyleError
-from ..engines import DEVICES
 from . import cli
-from .options import engine_option, input_format_option, precision_option
+from .options import device_option, engine_option, input_format_option, manifest_option, precision_option
 
-WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'"
+WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install -e '.[web]'"
 
 
 @cli.command("serve")
@@ -25,10 +24,10 @@ WEB_EXTRA_MESSAGE = "the web app needs FastAPI and uvicorn: pip install 'cvstyle
 @click.option("--max-connections", type=click.IntRange(min=1), default=None, help="Open connections held at once (default 1000); past it, those waiting longest without a request are closed.")
 @click.option("--header-timeout", type=click.FloatRange(min=0.1), default=None, help="Seconds a client has to send a request's head (default 10).")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=None, help="Seconds an upload may pause (default 30).")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@device_option
 @engine_option
 @precision_option
-@click.option("--manifest", type=click.Path(dir_okay=False), default=None, help="An extra model catalogue (same format as models.txt).")
+@manifest_option
 @click.option(
     "--model-file", "model_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
     help="Also offer this .t7 or .onnx file, as local/<file stem>. Repeatable.",
