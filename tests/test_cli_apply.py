@@ -96,8 +96,8 @@ def test_an_unsupported_output_extension_is_refused_not_made_a_folder(workdir, c
     assert main(["apply", "cat.png", "-o", "out.gif"]) == 2
     err = capsys.readouterr().err
     assert err == (
-        "cvstyle: error: -o out.gif: unsupported output format '.gif' (supported: .bmp, .jpeg, .jpg, .png, "
-        ".tif, .tiff, .webp); to write into a folder of that name, create it first\n"
+        "cvstyle: error: -o out.gif: unsupported output format '.gif' (supported: .bmp, .jpeg, .jpg, .m4v, .mkv, "
+        ".mov, .mp4, .png, .tif, .tiff, .webp); to write into a folder of that name, create it first\n"
     )
     assert list(workdir.iterdir()) == [workdir / "cat.png"]
     (workdir / "frames.v2").mkdir()  # an existing folder with a dot in its name is a folder

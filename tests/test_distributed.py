@@ -249,7 +249,7 @@ def test_without_the_extra_ray_names_the_install_command(tmp_path, monkeypatch, 
 def test_cluster_options_need_ray(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _photos(tmp_path / "photos", 1)
-    assert main(["apply", "photos", "--gpus-per-actor", "1"]) == 1
+    assert main(["apply", "photos", "--gpus-per-actor", "1"]) == 2  # an option error
     assert "go with --ray" in capsys.readouterr().err
 
 

@@ -282,11 +282,13 @@ def test_a_jpeg_with_corrupt_scan_data_is_refused_in_one_line(capfd):
 def test_the_web_api_answers_400_to_a_corrupt_jpeg(tmp_path):
     httpx = pytest.importorskip("httpx")
     web = pytest.importorskip("cvstyle.web")
+    from servers import running_server
+
     from cvstyle.testing import write_fixture_model
 
     model = write_fixture_model(tmp_path / "wave.t7", "instance_norm", 5)
     app = web.create_app([web.file_model(model, "test/wave")], workers=1, queue_size=2)
-    with web.running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         response = client.post(
             "/api/stylize", files={"image": ("rocket.jpg", corrupt_jpeg(), "image/jpeg")}, data={"model": "test/wave"}
         )

@@ -99,7 +99,7 @@ def test_cli_says_engine_device_and_precision(capsys, eccv16_model, tmp_path):
     err = capsys.readouterr().err.splitlines()
     assert "cvstyle: precision 'fast': onnxruntime has no faster mode than float32 on cpu; running exact" in err[0]
     assert f"{eccv16_model.stem}: onnxruntime on cpu, exact" in err
-    assert main([*args, "--precision", "quick"]) == 1
+    assert main([*args, "--precision", "quick"]) == 2  # an option error
     assert capsys.readouterr().err.strip() == "cvstyle: error: unknown precision 'quick': choose one of exact, fast"
 
 

@@ -308,5 +308,5 @@ def test_serve_without_the_web_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     assert main(["serve"]) == 1
     assert capsys.readouterr().err == (
-        "cvstyle: error: the web app needs FastAPI and uvicorn: pip install 'cvstyle[web]'\n"
+        "cvstyle: error: the web app needs FastAPI and uvicorn: pip install -e '.[web]'\n"
     )
