@@ -213,19 +213,17 @@ def _read_header(data: bytes, name: str) -> tuple[str, int, int, int]:
     return kind, width, height, orientation
 
 
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
 def _sniff(data: bytes) -> str | None:
     """The format named by the file's magic bytes; the extension is not trusted."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
     if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
         return "WebP"
-    if data.startswith(b"BM"):
-        return "BMP"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    return None
+    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
 
 
 # In entropy-coded data a 0xFF byte is followed by 0x00 (stuffing), a restart marker

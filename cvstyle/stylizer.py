@@ -119,22 +119,11 @@ class Stylizer:
         names = [model_display_name(name) for name, _ in parts]
         self.name = "+".join(names)
 
-    @property
-    def device(self) -> str:
-        return self.runners[0].device
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        return self.runners[0].preprocessing
-
-    @property
-    def engine(self) -> str:
-        return self.runners[0].engine
-
-    @property
-    def precision(self) -> str:
-        """What runs: ``exact``, or ``fast`` where it was asked for and exists."""
-        return self.runners[0].precision
+    # Where and how the (first) model runs; precision is exact, or fast where asked for and available.
+    device = property(lambda self: self.runners[0].device)
+    engine = property(lambda self: self.runners[0].engine)
+    precision = property(lambda self: self.runners[0].precision)
+    preprocessing = property(lambda self: self.runners[0].preprocessing)
 
     def stylize(
         self,
