@@ -7,7 +7,8 @@ header and structure, without decoding any pixel: the format, the pixel count
 (decompression bombs are refused before any memory is allocated for them), a
 truncated JPEG (which libjpeg would decode, greying out the missing part) and the
 EXIF orientation (which ``IMREAD_UNCHANGED``, needed to keep alpha and 16 bits,
-ignores).
+ignores). The header readers of five formats are what make this module longer than
+the others: each is a few lines, and they share the checks that follow them.
 
 A bad file, or an output that cannot be written, raises
 :class:`~cvstyle.errors.ImageError` with a one-line message ``<file>: <problem>``;

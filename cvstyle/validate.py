@@ -6,6 +6,8 @@ interpreter. Every field a style network needs is checked here, within bounds th
 leave the published networks a wide margin (the README's Reliability section lists
 them), and a violation raises :class:`~cvstyle.errors.ModelError` with one line naming
 the module (``model.12.1.3``, 1-based as in Lua) or the graph node and the problem.
+Both formats' checks live here, one walk each, so that the limits are in one place; that
+is why the module is a little over the usual size.
 
 :func:`validate_tree` takes a parsed Torch7 checkpoint, :func:`validate_graph` an ONNX
 model (``onnx.ModelProto``, its bytes, or :class:`~cvstyle.onnx_reader.OnnxModel`).
