@@ -463,11 +463,15 @@ def test_the_published_catalogue_offline_fails_in_one_line(home, capsys):
 # ---------------------------------------------------------------- size limits and bad headers
 
 
+def sized_manifest(tmp_path, model_server, size: int, title: str) -> Path:
+    """A manifest whose one model declares ``size=``."""
+    line = f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size={size} {title}"
+    return write_manifest(tmp_path / "manifest.txt", line)
+
+
 def test_an_endless_body_stops_at_the_declared_size(home, tmp_path, model_server, capsys):
     model_server.routes[PATH] = endless()
-    manifest = write_manifest(
-        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size=1000000 Endless"
-    )
+    manifest = sized_manifest(tmp_path, model_server, 1000000, "Endless")
     code, out, err = fetch(capsys, manifest, "test/model")
 
     assert_failed_cleanly(home, code, err)
@@ -504,9 +508,7 @@ def test_the_default_ceiling_applies_without_size_and_no_part_grows_past_it(home
 
 def test_a_content_length_above_the_limit_is_refused_before_writing(home, tmp_path, model_server, capsys):
     model_server.routes[PATH] = endless(content_length=50 * 1024**3)
-    manifest = write_manifest(
-        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size=3000000 Big"
-    )
+    manifest = sized_manifest(tmp_path, model_server, 3000000, "Big")
     code, out, err = fetch(capsys, manifest, "test/model")
 
     assert_failed_cleanly(home, code, err)
@@ -516,9 +518,7 @@ def test_a_content_length_above_the_limit_is_refused_before_writing(home, tmp_pa
 
 def test_a_model_within_its_declared_size_downloads(home, tmp_path, model_server, capsys):
     model_server.routes[PATH] = serve(MODEL)
-    manifest = write_manifest(
-        tmp_path / "manifest.txt", f"test/model {model_server.url(PATH)} {sha256_digest(MODEL)} size={len(MODEL)} Exact"
-    )
+    manifest = sized_manifest(tmp_path, model_server, len(MODEL), "Exact")
     code, out, err = fetch(capsys, manifest, "test/model")
     assert code == 0, out + err
     assert final_path(home).read_bytes() == MODEL
