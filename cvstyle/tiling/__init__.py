@@ -146,9 +146,9 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     network = staged_network(model, runner)
     free = max(0, budget - resident_memory() - 2 * bgr.nbytes)
     core = largest_core
-    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border)) > free // 2:
+    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border), runner.engine) > free // 2:
         core -= 64
-    work = network.window_bytes(core + 2 * (margin + network.border))
+    work = network.window_bytes(core + 2 * (margin + network.border), runner.engine)
     return core, max(0, free - work)
 
 
