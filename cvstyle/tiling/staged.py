@@ -10,6 +10,7 @@ the network's own, as one untiled pass would give it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,9 +75,10 @@ def _graph(model: Model, border: int):
     return surgery.without_leading_pad(model.graph) if border else model.graph
 
 
+@functools.lru_cache(maxsize=4)
 def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
-    """``model`` cut into stages on ``runner``'s engine and device (the networks are
-    cached with the model's own)."""
+    """``model`` cut into stages on ``runner``'s engine and device, kept for the model's
+    next photo: cutting runs shape inference and probes the network twice."""
     border = surgery.leading_border(model.graph) or 0
     stages = surgery.split_stages(_graph(model, border))
     final = _final_output(model, border)
@@ -123,19 +125,7 @@ def _region(span: Span, reach: Fraction, border: int, inner: int) -> tuple[int, 
 def _extent(geometry: MapGeometry, region: tuple[int, int]) -> slice:
     """The whole-map entries a run over ``region`` of the padded image sees."""
     start = math.floor(geometry.scale * region[0])
-    return slice(start, start + math.floor(geometry.scale * region[1] - 2 * geometry.offset))
-
-
-def _owned(geometry: MapGeometry, span: Span, border: int, inner: int) -> slice:
-    """The whole-map entries over a tile's core (to the map's ends at the image's edges)."""
-    whole = math.floor(geometry.scale * (inner + 2 * border) - 2 * geometry.offset)
-    start = 0 if span.first else math.floor(geometry.scale * (span.core[0] + border) - geometry.offset)
-    stop = whole if span.last else math.floor(geometry.scale * (span.core[1] + border) - geometry.offset)
-    return slice(start, stop)
-
-
-def _map_size(geometry: MapGeometry, length: int, border: int) -> int:
-    return math.floor(geometry.scale * (length + 2 * border) - 2 * geometry.offset)
+    return slice(start, start + geometry.length(region[1]))
 
 
 def _normalise(block: np.ndarray, norm: surgery.Normalisation, statistics: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -173,7 +163,7 @@ class _Run:
     def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None) -> None:
         where, border = self.network.geometry[name], self.network.border
         (height, width), starts = self.padded.inner, [_extent(where, region).start for region in regions]
-        rows, cols = (_owned(where, span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
+        rows, cols = (where.over_core(span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
         block = output[0][:, rows.start - starts[0]: rows.stop - starts[0], cols.start - starts[1]: cols.stop - starts[1]]
         if name == self.network.final:
             picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
@@ -191,7 +181,7 @@ class _Run:
         for name in stage.outputs:
             if name != self.network.final:
                 where = self.network.geometry[name]
-                shape = (self.network.channels[name], _map_size(where, height, border), _map_size(where, width, border))
+                shape = (self.network.channels[name], where.length(height + 2 * border), where.length(width + 2 * border))
                 self.store.allocate(name, shape)
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
         reach = self.network.reach(stage)
@@ -216,7 +206,7 @@ def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int
         for name in stage.outputs:
             if name != network.final:
                 where = network.geometry[name]
-                live[name] = 4 * network.channels[name] * _map_size(where, height, border) * _map_size(where, width, border)
+                live[name] = 4 * network.channels[name] * where.length(height + 2 * border) * where.length(width + 2 * border)
         peak = max(peak, sum(live.values()))
         for name, last in network.last_use.items():
             if last == index:

@@ -28,6 +28,17 @@ class MapGeometry:
     scale: Fraction
     offset: Fraction
 
+    def length(self, padded: int) -> int:
+        """The map's length for ``padded`` padded-image pixels."""
+        return math.floor(self.scale * padded - 2 * self.offset)
+
+    def over_core(self, span: Span, border: int, inner: int) -> slice:
+        """The whole-map entries over a tile's core along one axis, up to the map's ends
+        for the tiles at the image's edges (``inner``: the image's length)."""
+        start = 0 if span.first else math.floor(self.scale * (span.core[0] + border) - self.offset)
+        stop = self.length(inner + 2 * border) if span.last else math.floor(self.scale * (span.core[1] + border) - self.offset)
+        return slice(start, stop)
+
 
 def activations(runner: StyleRunner, outputs: Sequence[str], bgr: np.ndarray) -> list[np.ndarray]:
     """The named intermediate tensors of ``runner``'s network for ``bgr``."""
@@ -48,14 +59,10 @@ def map_geometry(runner: StyleRunner, outputs: Sequence[str]) -> list[MapGeometr
 
 
 def owned(span: Span, geometry: MapGeometry, border: int, length: int) -> slice:
-    """The map entries a tile contributes along one axis, in its window's map: those
-    over its core, and up to the map's ends for the tiles at the image's edges."""
-    scale, offset = geometry.scale, geometry.offset
-    whole = math.floor(scale * (length + 2 * border) - 2 * offset)
-    start = 0 if span.first else math.floor(scale * (span.core[0] + border) - offset)
-    stop = whole if span.last else math.floor(scale * (span.core[1] + border) - offset)
-    shift = math.floor(scale * span.window[0])
-    return slice(start - shift, stop - shift)
+    """The map entries a tile contributes along one axis, in its window's map."""
+    whole = geometry.over_core(span, border, length)
+    shift = math.floor(geometry.scale * span.window[0])
+    return slice(whole.start - shift, whole.stop - shift)
 
 
 class StatisticsSum:
