@@ -8,7 +8,7 @@ imported lazily so that the rest of cvstyle works without it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -131,16 +131,24 @@ def without_leading_pad(graph: "onnx.ModelProto") -> "onnx.ModelProto":
     return prune(trimmed, [value.name for value in trimmed.graph.output])
 
 
-def freeze_instance_norms(graph: "onnx.ModelProto", statistics: Statistics) -> "onnx.ModelProto":
-    """``graph`` with each InstanceNormalization (in graph order) turned into a batch
-    normalisation with the given whole-image statistics."""
+def freeze_instance_norms(
+    graph: "onnx.ModelProto", statistics: Statistics | Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> "onnx.ModelProto":
+    """``graph`` with InstanceNormalizations turned into batch normalisations with the
+    given whole-image statistics: every one, in graph order, for a list; for a mapping,
+    those whose input it names (the others stay as they are)."""
     onnx = require_onnx()
     frozen = copy(graph)
-    values = iter(statistics)
+    ordered = iter(statistics) if isinstance(statistics, list) else None
     for node in frozen.graph.node:
         if node.op_type != INSTANCE_NORM:
             continue
-        mean, var = next(values)
+        if ordered is not None:
+            mean, var = next(ordered)
+        elif node.input[0] in statistics:
+            mean, var = statistics[node.input[0]]
+        else:
+            continue
         names = [f"{node.input[0]}_frozen_mean", f"{node.input[0]}_frozen_var"]
         frozen.graph.initializer.extend(
             onnx.numpy_helper.from_array(np.asarray(array, np.float32), name)

@@ -42,6 +42,29 @@ def test_stages_cut_the_graph_at_each_normalisation(instance_norm_model):
     assert any(node.op_type == "Slice" and node.output[0] in kept for node in graph.graph.node)
 
 
+def test_full_resolution_maps_are_recomputed_not_stored(instance_norm_model, photo):
+    """The first convolution's and the last transposed convolution's outputs (the maps
+    at full resolution) are recomputed by the stage after them from their smaller inputs:
+    the store never holds them, and the result is still the untiled one."""
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    network = staged.staged_network(open_model(instance_norm_model), runner)
+    assert network.recomputed == {0, len(network.stages) - 2}
+    full = {name for name, where in network.geometry.items() if where.scale == 1 and name in network.channels}
+    assert full == {name for index in network.recomputed for name in network.stages[index].outputs}
+    stored = []
+    real_allocate = activations.ActivationStore.allocate
+
+    def allocate(self, name, shape):
+        stored.append(name)
+        return real_allocate(self, name, shape)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(activations.ActivationStore, "allocate", allocate)
+        tiled = tiling.stylize_large(runner, open_model(instance_norm_model), photo, SMALL_TILES, max_memory=parse_size("2G"))
+    assert stored and not full & set(stored)
+    assert np.abs(tiled.astype(int) - runner(photo).astype(int)).max() <= 1
+
+
 @pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
 def test_spilled_run_equals_one_pass_and_leaves_no_files(engine, instance_norm_model, photo, spill_folder):
     runner = load_runner(instance_norm_model, engine, "cpu")

@@ -45,12 +45,14 @@ def child(arguments: list[str]) -> None:
     watcher = threading.Thread(target=_watch_folder, args=(Path(os.environ["CVSTYLE_TMP"]), disk, stop))
     watcher.start()
     before = peak_rss_mib()
-    seconds, result = timed(
-        stylizer.stylize, image, statistics=mode, tile=tile, max_memory=None if budget == "-" else budget,
-        progress=lambda done, total: steps.__setitem__(0, total),
-    )
-    stop.set()
-    watcher.join()
+    try:
+        seconds, result = timed(
+            stylizer.stylize, image, statistics=mode, tile=tile, max_memory=None if budget == "-" else budget,
+            progress=lambda done, total: steps.__setitem__(0, total),
+        )
+    finally:  # the watcher keeps the process alive until told to stop
+        stop.set()
+        watcher.join()
     if out != "-":
         np.save(out, result)
     print(json.dumps({"seconds": seconds, "peak_mib": peak_rss_mib(), "before_mib": before,

@@ -32,7 +32,7 @@ from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
 from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
-from .staged import staged_network, stylize_staged
+from .staged import disk_needed, staged_network, stylize_staged
 from .statistics import map_geometry, measure
 
 __all__ = [
@@ -142,11 +142,13 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
                  margin: int, budget: int) -> tuple[int, int]:
     """Tile core side and the RAM for whole-image activation maps within ``budget``
     bytes: what the process already holds, the photo and its result come first, then
-    up to half the rest for one tile's work, then the maps."""
+    one tile's work (up to half the rest, or all that the maps leave), then the maps."""
     network = staged_network(model, runner)
     free = max(0, budget - resident_memory() - 2 * bgr.nbytes)
+    maps = disk_needed(network, *PaddedImage(bgr, network.border).inner, 0)
+    room = max(free // 2, free - maps)
     core = largest_core
-    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border), runner.engine) > free // 2:
+    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border), runner.engine) > room:
         core -= 64
     work = network.window_bytes(core + 2 * (margin + network.border), runner.engine)
     return core, max(0, free - work)

@@ -6,6 +6,12 @@ stage runs over all tiles, writing the tensors later stages need into whole-imag
 feed a normalisation; the next stage reads its windows (with their margins) from those
 maps and normalises them with the now complete whole-image statistics. The result is
 the network's own, as one untiled pass would give it.
+
+A stage whose outputs are larger than its inputs and feed only the next stage's
+normalisations (the full-resolution maps after the first convolution and the last
+transposed one) is not stored: it runs for its statistics alone, and the next stage
+recomputes it from its smaller inputs with those statistics frozen in. Writing and
+reading a large map costs more than the convolution that makes it.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import surgery
-from ..engines import load_variant
+from ..engines import build_network, load_variant
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from .activations import ActivationStore
 from .geometry import PaddedImage, Span, Tile, plan_tiles
 from .statistics import MapGeometry, StatisticsSum, map_geometry
+
+if TYPE_CHECKING:
+    import onnx
 
 Progress = Callable[[int, int], None]
 # Peak memory per pixel, in units of the largest activation map per pixel: one untiled
@@ -50,6 +60,16 @@ class StagedNetwork:
     last_use: dict[str, int]  # the last stage reading each kept tensor
     normalisations: dict[str, surgery.Normalisation]  # by the tensor each one gives
     final: str  # the network's output
+    graph: "onnx.ModelProto"  # the network the stages were cut from
+    recomputed: frozenset[int]  # stages whose outputs the next stage recomputes
+
+    def merged(self, index: int, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
+               runner: StyleRunner, model: Model) -> tuple[surgery.Stage, StyleRunner]:
+        """Stages ``index - 1`` and ``index`` as one, with the normalisations between
+        them frozen to ``statistics``, on ``runner``'s engine."""
+        stage = _merged_stage(self.graph, self.stages, index, statistics)
+        network = build_network(stage.graph, runner.engine, runner.device, model.name, runner.precision)
+        return stage, StyleRunner(network, model.preprocessing, model.name)
 
     def reach(self, stage: surgery.Stage) -> Fraction:
         """How far (in padded-image pixels) the stage's outputs lie inside its inputs'
@@ -71,7 +91,7 @@ class StagedNetwork:
         return int(maps * self.largest_map() * side * side)
 
 
-def _graph(model: Model, border: int):
+def _graph(model: Model, border: int) -> "onnx.ModelProto":
     return surgery.without_leading_pad(model.graph) if border else model.graph
 
 
@@ -104,20 +124,62 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         for name in stage.inputs:
             last_use[sources.get(name, name)] = index
     norms = {norm.target: norm for stage in stages for norm in stage.normalisations}
-    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final)
+    graph = _graph(model, border)
+    recomputed = _recomputed(graph, stages, channels, geometry, last_use)
+    for index in recomputed:  # the next stage reads this one's inputs again
+        for name in stages[index].inputs:
+            last_use[sources.get(name, name)] = index + 1
+    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed)
+
+
+def _merged_stage(graph: "onnx.ModelProto", stages: list[surgery.Stage], index: int, statistics) -> surgery.Stage:
+    """Stages ``index - 1`` and ``index`` of ``graph`` as one: freezing the normalisations
+    that start stage ``index`` puts its nodes on the level of the stage before."""
+    frozen = {norm.source: statistics[norm.source] for norm in stages[index].normalisations}
+    return surgery.split_stages(surgery.freeze_instance_norms(graph, frozen))[index - 1]
+
+
+def _recomputed(graph: "onnx.ModelProto", stages: list[surgery.Stage], channels: dict[str, int],
+                geometry: dict[str, MapGeometry], last_use: dict[str, int]) -> frozenset[int]:
+    """The stages worth recomputing in the next one rather than storing: their outputs
+    take more bytes per pixel than their inputs and feed only the next stage's
+    normalisations. Never two in a row (a recomputed stage's inputs are stored), chosen
+    from the end, where the larger maps of a style network lie."""
+    def size(names) -> float:
+        return max((channels[name] * float(geometry[name].scale) ** 2 for name in names if name in channels), default=3.0)
+
+    targets = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
+    chosen: set[int] = set()
+    for index in range(len(stages) - 2, -1, -1):
+        stage, following = stages[index], stages[index + 1]
+        sources = {norm.source for norm in following.normalisations}
+        inputs = [targets.get(name, name) for name in stage.inputs]
+        if (
+            index + 1 in chosen
+            or not stage.outputs
+            or not set(stage.outputs) <= sources
+            or any(last_use.get(name) != index + 1 for name in stage.outputs)
+            or any(name in following.inputs for name in stage.outputs)
+            or size(stage.outputs) <= size(inputs)
+        ):
+            continue
+        dummy = {name: (np.zeros(channels.get(name, 1)), np.ones(channels.get(name, 1))) for name in sources}
+        if _merged_stage(graph, stages, index + 1, dummy).outputs == following.outputs:
+            chosen.add(index)
+    return frozenset(chosen)
 
 
 def _final_output(model: Model, border: int) -> str:
     return _graph(model, border).graph.output[0].name
 
 
-def _region(span: Span, reach: Fraction, border: int, inner: int) -> tuple[int, int]:
+def _region(span: Span, reach: Fraction, border: int, inner: int, margin: int) -> tuple[int, int]:
     """The part of the padded image (start, length) whose maps a stage reads for a tile:
-    its core, what the stage's own shrinking needs and ``STAGE_MARGIN``, on the stride
-    grid; the whole image's edge at the first and last tiles."""
+    its core, what the stage's own shrinking needs and ``margin``, on the stride grid;
+    the whole image's edge at the first and last tiles."""
     whole = inner + 2 * border
-    start = 0 if span.first else SIZE_MULTIPLE * math.floor((span.core[0] + border - reach - STAGE_MARGIN) / SIZE_MULTIPLE)
-    stop = whole if span.last else SIZE_MULTIPLE * math.ceil((span.core[1] + border + reach + STAGE_MARGIN) / SIZE_MULTIPLE)
+    start = 0 if span.first else SIZE_MULTIPLE * math.floor((span.core[0] + border - reach - margin) / SIZE_MULTIPLE)
+    stop = whole if span.last else SIZE_MULTIPLE * math.ceil((span.core[1] + border + reach + margin) / SIZE_MULTIPLE)
     start, stop = max(0, start), min(whole, stop)
     return start, stop - start
 
@@ -140,8 +202,9 @@ def _normalise(block: np.ndarray, norm: surgery.Normalisation, statistics: tuple
 class _Run:
     """One photo through a :class:`StagedNetwork`."""
 
-    def __init__(self, network: StagedNetwork, runner: StyleRunner, bgr: np.ndarray, tiles: list[Tile], store: ActivationStore):
-        self.network, self.runner, self.store, self.tiles = network, runner, store, tiles
+    def __init__(self, network: StagedNetwork, model: Model, runner: StyleRunner, bgr: np.ndarray,
+                 tiles: list[Tile], store: ActivationStore):
+        self.network, self.model, self.runner, self.store, self.tiles = network, model, runner, store, tiles
         self.padded = PaddedImage(bgr, network.border)
         self.statistics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.result = np.empty((*self.padded.inner, 3), np.uint8)
@@ -160,7 +223,7 @@ class _Run:
         where = self.network.geometry[name]
         return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]))
 
-    def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None) -> None:
+    def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None, stored: bool) -> None:
         where, border = self.network.geometry[name], self.network.border
         (height, width), starts = self.padded.inner, [_extent(where, region).start for region in regions]
         rows, cols = (where.over_core(span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
@@ -169,29 +232,36 @@ class _Run:
             picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
             self.result[rows, cols] = picture
             return
-        self.store.write(name, rows, cols, block)
+        if stored:
+            self.store.write(name, rows, cols, block)
         if total is not None:
             total.add(block)
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
-        stage, runner = self.network.stages[index], self.network.runners[index]
+        stage, runner, margin = self.network.stages[index], self.network.runners[index], STAGE_MARGIN
+        if index - 1 in self.network.recomputed:
+            stage, runner = self.network.merged(index, self.statistics, self.runner, self.model)
+            margin = 2 * STAGE_MARGIN  # the context of two stages' convolutions
+        stored = index not in self.network.recomputed
         height, width = self.padded.inner
         border = self.network.border
         normalised = {norm.source for norm in self.network.normalisations.values()}
         for name in stage.outputs:
-            if name != self.network.final:
+            if name != self.network.final and stored:
                 where = self.network.geometry[name]
                 shape = (self.network.channels[name], where.length(height + 2 * border), where.length(width + 2 * border))
                 self.store.allocate(name, shape)
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
         reach = self.network.reach(stage)
         for tile in self.tiles:
-            regions = tuple(_region(span, reach, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
+            regions = tuple(
+                _region(span, reach, border, size, margin) for span, size in zip((tile.rows, tile.cols), (height, width))
+            )
             feeds = {name: self.feed(name, regions) for name in stage.inputs}
             with runner.lock:
                 outputs = runner.run(feeds, stage.outputs)
             for name, output in zip(stage.outputs, outputs):
-                self.keep(name, tile, regions, output, sums.get(name))
+                self.keep(name, tile, regions, output, sums.get(name), stored)
             progress()
         self.statistics.update((name, total.result()) for name, total in sums.items())
         for name, last in self.network.last_use.items():
@@ -204,7 +274,7 @@ def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int
     border, live, peak = network.border, {}, 0
     for index, stage in enumerate(network.stages):
         for name in stage.outputs:
-            if name != network.final:
+            if name != network.final and index not in network.recomputed:
                 where = network.geometry[name]
                 live[name] = 4 * network.channels[name] * where.length(height + 2 * border) * where.length(width + 2 * border)
         peak = max(peak, sum(live.values()))
@@ -233,7 +303,7 @@ def stylize_staged(
 
     disk = disk_needed(network, *inner, ram_budget)
     with ActivationStore(ram_budget, disk) as store:
-        run = _Run(network, runner, bgr, tiles, store)
+        run = _Run(network, model, runner, bgr, tiles, store)
         for index in range(len(network.stages)):
             run.stage(index, step)
     return run.result[: bgr.shape[0], : bgr.shape[1]]
