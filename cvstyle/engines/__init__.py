@@ -82,14 +82,18 @@ def engine_candidates(
 
 
 def build_network(
-    graph: "onnx.ModelProto", engine: str, device: str, name: str, wanted: str = precision.EXACT
+    graph: "onnx.ModelProto", engine: str, device: str, name: str, wanted: str = precision.EXACT,
+    pooled: bool = True,
 ) -> Network:
     """An in-memory graph loaded on ``engine``, uncached. Its ``precision`` says whether
-    it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``)."""
+    it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``).
+    ``pooled``: the engine may keep its working memory between runs (ONNX Runtime's
+    arena), the fastest for a network run again and again; staged runs, which run many
+    networks in turn, hand the memory back after each run instead."""
     if engine == "openvino":
         return ov_engine.OpenVinoNetwork(graph, device, name, wanted)
     if engine == "onnxruntime":
-        return ort_engine.OnnxRuntimeNetwork(graph, device, name)
+        return ort_engine.OnnxRuntimeNetwork(graph, device, name, pooled)
     return OpenCvNetwork(read_graph(graph, name), device, classic=not has_new_engine())
 
 
@@ -140,7 +144,7 @@ def _cached(key: tuple, load: Callable[[], StyleRunner]) -> StyleRunner:
 def load_variant(
     model: Model, engine: str, device: str, variant: str,
     make_graph: Callable[[], "onnx.ModelProto"], preprocessing: Preprocessing | None = None,
-    wanted: str = precision.EXACT,
+    wanted: str = precision.EXACT, pooled: bool = True,
 ) -> StyleRunner:
     """The runner of a variant of ``model`` (named ``variant``, its graph made by
     ``make_graph`` on first use) in the ``wanted`` precision, cached with the model's own
@@ -153,7 +157,7 @@ def load_variant(
             if variant == WHOLE and candidate == "opencv":
                 network = _whole_opencv_network(model, device)
             else:
-                network = build_network(make_graph(), candidate, device, model.name, wanted)
+                network = build_network(make_graph(), candidate, device, model.name, wanted, pooled)
             if wanted == precision.FAST and network.precision != precision.FAST:
                 _say_no_fast_mode(candidate, network.device)
             return StyleRunner(network, prep, model.name)

@@ -75,7 +75,7 @@ class OnnxRuntimeNetwork:
     engine = "onnxruntime"
     precision = "exact"
 
-    def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model"):
+    def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model", pooled: bool = True):
         ort = _onnxruntime()
         wanted = provider_list(device, ort.get_available_providers())
         options = ort.SessionOptions()
@@ -83,6 +83,7 @@ class OnnxRuntimeNetwork:
         # The memory pattern plans buffers for one input shape; photos and tiles change
         # shape, where it costs memory and gains no speed (docs/benchmarks.md).
         options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = pooled
         if wanted[0][0] == CPU:  # measured on CPUs only (cvstyle.fast_graph)
             graph = faster_graph(graph)
         try:

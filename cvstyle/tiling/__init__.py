@@ -144,7 +144,7 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     bytes: what the process already holds, the photo and its result come first, then
     one tile's work (up to half the rest, or all that the maps leave), then the maps."""
     network = staged_network(model, runner)
-    free = max(0, budget - resident_memory() - 2 * bgr.nbytes)
+    free = max(0, budget - (resident_memory() - network.held) - 2 * bgr.nbytes)
     maps = disk_needed(network, *PaddedImage(bgr, network.border).inner, 0)
     room = max(free // 2, free - maps)
     core = largest_core
@@ -173,7 +173,10 @@ def stylize_large(
     if model.normalisations and statistics == "exact":
         budget = max_memory or default_budget()
         core, ram = _staged_plan(runner, model, bgr, max_core, margin, budget)
-        return stylize_staged(runner, model, bgr, core, margin, ram, progress)
+        before = resident_memory()
+        result = stylize_staged(runner, model, bgr, core, margin, ram, progress)
+        staged_network(model, runner).held += max(0, resident_memory() - before)
+        return result
     if model.normalisations:
         frozen = image_statistics(model, runner, bgr, settings)
         tile_runner = _frozen(model, runner, border, frozen)

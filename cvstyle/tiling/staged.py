@@ -62,13 +62,16 @@ class StagedNetwork:
     final: str  # the network's output
     graph: "onnx.ModelProto"  # the network the stages were cut from
     recomputed: frozenset[int]  # stages whose outputs the next stage recomputes
+    # Resident memory the engines kept after earlier photos (buffers for their shapes),
+    # which the next photo's stages reuse rather than add to.
+    held: int = 0
 
     def merged(self, index: int, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
                runner: StyleRunner, model: Model) -> tuple[surgery.Stage, StyleRunner]:
         """Stages ``index - 1`` and ``index`` as one, with the normalisations between
         them frozen to ``statistics``, on ``runner``'s engine."""
         stage = _merged_stage(self.graph, self.stages, index, statistics)
-        network = build_network(stage.graph, runner.engine, runner.device, model.name, runner.precision)
+        network = build_network(stage.graph, runner.engine, runner.device, model.name, runner.precision, pooled=False)
         return stage, StyleRunner(network, model.preprocessing, model.name)
 
     def reach(self, stage: surgery.Stage) -> Fraction:
@@ -115,7 +118,7 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
     runners = [
-        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted)
+        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted, pooled=False)
         for index, stage in enumerate(stages)
     ]
     sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
@@ -173,15 +176,22 @@ def _final_output(model: Model, border: int) -> str:
     return _graph(model, border).graph.output[0].name
 
 
-def _region(span: Span, reach: Fraction, border: int, inner: int, margin: int) -> tuple[int, int]:
-    """The part of the padded image (start, length) whose maps a stage reads for a tile:
-    its core, what the stage's own shrinking needs and ``margin``, on the stride grid;
-    the whole image's edge at the first and last tiles."""
+def _regions(spans: list[Span], reach: Fraction, border: int, inner: int, margin: int) -> dict[Span, tuple[int, int]]:
+    """The part of the padded image (start, length) whose maps a stage reads for each
+    tile span along one axis: its core, what the stage's own shrinking needs and
+    ``margin``, on the stride grid. All of one length (more context never changes an
+    exact map), so that an engine sees one input shape per stage and prepares it once."""
     whole = inner + 2 * border
-    start = 0 if span.first else SIZE_MULTIPLE * math.floor((span.core[0] + border - reach - margin) / SIZE_MULTIPLE)
-    stop = whole if span.last else SIZE_MULTIPLE * math.ceil((span.core[1] + border + reach + margin) / SIZE_MULTIPLE)
-    start, stop = max(0, start), min(whole, stop)
-    return start, stop - start
+    need = reach + margin
+    bounds = {
+        span: (SIZE_MULTIPLE * math.floor((span.core[0] + border - need) / SIZE_MULTIPLE),
+               SIZE_MULTIPLE * math.ceil((span.core[1] + border + need) / SIZE_MULTIPLE))
+        for span in spans
+    }
+    bounds = {span: (0 if span.first else max(0, start), whole if span.last else min(whole, stop))
+              for span, (start, stop) in bounds.items()}
+    length = max(stop - start for start, stop in bounds.values())
+    return {span: (min(start, whole - length), length) for span, (start, _) in bounds.items()}
 
 
 def _extent(geometry: MapGeometry, region: tuple[int, int]) -> slice:
@@ -190,13 +200,11 @@ def _extent(geometry: MapGeometry, region: tuple[int, int]) -> slice:
     return slice(start, start + geometry.length(region[1]))
 
 
-def _normalise(block: np.ndarray, norm: surgery.Normalisation, statistics: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _affine(norm: surgery.Normalisation, statistics: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The per-channel gain and offset that apply ``norm`` with these whole-image statistics."""
     mean, var = statistics
     gain = norm.scale / np.sqrt(var + norm.epsilon)
-    offset = norm.bias - mean * gain
-    block *= gain.astype(np.float32)[:, None, None]
-    block += offset.astype(np.float32)[:, None, None]
-    return block
+    return gain.astype(np.float32), (norm.bias - mean * gain).astype(np.float32)
 
 
 class _Run:
@@ -212,16 +220,17 @@ class _Run:
     def feed(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
         norm = self.network.normalisations.get(name)
         if norm is not None:
-            return _normalise(self.read(norm.source, regions), norm, self.statistics[norm.source])[None]
+            return self.read(norm.source, regions, _affine(norm, self.statistics[norm.source]))[None]
         if name in self.network.geometry:
             return self.read(name, regions)[None]
         (top, height), (left, width) = regions  # the image itself
         rows, cols = self.padded.indices(top, top + height, 0), self.padded.indices(left, left + width, 1)
         return self.runner.preprocess(self.padded.bgr[np.ix_(rows, cols)])
 
-    def read(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    def read(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]],
+             affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         where = self.network.geometry[name]
-        return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]))
+        return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]), affine)
 
     def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None, stored: bool) -> None:
         where, border = self.network.geometry[name], self.network.border
@@ -233,8 +242,10 @@ class _Run:
             self.result[rows, cols] = picture
             return
         if stored:
-            self.store.write(name, rows, cols, block)
-        if total is not None:
+            moments = self.store.write(name, rows, cols, block, total and StatisticsSum.moments)
+            if total is not None:
+                total.add(block, moments)
+        elif total is not None:
             total.add(block)
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
@@ -253,10 +264,12 @@ class _Run:
                 self.store.allocate(name, shape)
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
         reach = self.network.reach(stage)
+        rows, cols = (
+            _regions(list(dict.fromkeys(spans)), reach, border, size, margin)
+            for spans, size in (([tile.rows for tile in self.tiles], height), ([tile.cols for tile in self.tiles], width))
+        )
         for tile in self.tiles:
-            regions = tuple(
-                _region(span, reach, border, size, margin) for span, size in zip((tile.rows, tile.cols), (height, width))
-            )
+            regions = (rows[tile.rows], cols[tile.cols])
             feeds = {name: self.feed(name, regions) for name in stage.inputs}
             with runner.lock:
                 outputs = runner.run(feeds, stage.outputs)

@@ -73,12 +73,17 @@ class StatisticsSum:
         self.squares: np.ndarray | float = 0.0
         self.count = 0
 
-    def add(self, planes: np.ndarray) -> None:
-        """Add a (channels, rows, cols) block."""
+    @staticmethod
+    def moments(plane: np.ndarray) -> tuple:
+        """One channel's mean and standard deviation; cv2.meanStdDev sums in double
+        precision, much faster than a float64 NumPy copy."""
+        return cv2.meanStdDev(plane)
+
+    def add(self, planes: np.ndarray, moments: Sequence[tuple] | None = None) -> None:
+        """Add a (channels, rows, cols) block, whose planes' :meth:`moments` may be given."""
         if planes.shape[1] == 0 or planes.shape[2] == 0:
             return
-        # cv2.meanStdDev sums in double precision, much faster than a float64 NumPy copy.
-        moments = [cv2.meanStdDev(plane) for plane in planes]
+        moments = moments or [self.moments(plane) for plane in planes]
         mean, std = (np.array([moment[k].item() for moment in moments]) for k in (0, 1))
         count = planes.shape[1] * planes.shape[2]
         self.total = self.total + mean * count
