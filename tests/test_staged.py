@@ -9,7 +9,7 @@ import pytest
 
 from cvstyle import surgery, tiling
 from cvstyle.cli import main
-from cvstyle.engines import load_runner
+from cvstyle.engines import clear_network_cache, load_runner
 from cvstyle.errors import CvstyleError
 from cvstyle.memory import parse_size
 from cvstyle.model import open_model
@@ -63,6 +63,15 @@ def test_full_resolution_maps_are_recomputed_not_stored(instance_norm_model, pho
         tiled = tiling.stylize_large(runner, open_model(instance_norm_model), photo, SMALL_TILES, max_memory=parse_size("2G"))
     assert stored and not full & set(stored)
     assert np.abs(tiled.astype(int) - runner(photo).astype(int)).max() <= 1
+
+
+def test_clearing_the_network_cache_forgets_staged_networks(instance_norm_model):
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    first = staged.staged_network(open_model(instance_norm_model), runner)
+    assert staged.staged_network(open_model(instance_norm_model), runner) is first
+    assert staged.staged_network.cache_info().currsize
+    clear_network_cache()  # the stage networks' memory goes with the cache
+    assert staged.staged_network.cache_info().currsize == 0
 
 
 @pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])

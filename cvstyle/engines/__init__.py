@@ -188,8 +188,19 @@ def load_runner(
     return load_variant(model, engine, device, WHOLE, lambda: model.graph, preprocessing, wanted)
 
 
+_dependent_caches: list[Callable[[], None]] = []
+
+
+def on_clear(forget: Callable[[], None]) -> None:
+    """Have :func:`clear_network_cache` call ``forget`` too: for caches built from
+    loaded networks elsewhere (tiling's staged networks), which engines cannot import."""
+    _dependent_caches.append(forget)
+
+
 def clear_network_cache() -> None:
     """Forget every loaded model and network (they are loaded again on next use)."""
     with _cache_lock:
         _cache.clear()
+    for forget in _dependent_caches:
+        forget()
     clear_model_cache()

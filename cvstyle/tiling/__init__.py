@@ -10,9 +10,10 @@ residual blocks shave off again. The image is padded once, as that first layer w
 pad it, and tiles run through the network without that layer: a margin then only has
 to cover the zero padding of the "same" convolutions.
 
-instance_norm networks normalise with statistics of the whole image. They are tiled
-with those statistics frozen into batch normalisations (:mod:`.statistics`), so every
-tile is normalised alike.
+instance_norm networks normalise with statistics of the whole image. By default they
+run stage by stage over all tiles (:mod:`.staged`), which gives the untiled result; the
+``estimate`` mode freezes statistics measured on a small copy into every tile
+(:mod:`.statistics`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import surgery
-from ..engines import build_network, load_variant
+from ..engines import build_network, load_variant, on_clear
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from .activations import ActivationStore
@@ -133,6 +133,9 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
     return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed)
+
+
+on_clear(staged_network.cache_clear)
 
 
 def _merged_stage(graph: "onnx.ModelProto", stages: list[surgery.Stage], index: int, statistics) -> surgery.Stage:
