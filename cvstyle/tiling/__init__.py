@@ -33,7 +33,7 @@ from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
 from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
-from .staged import disk_needed, staged_network, stylize_staged
+from .staged import staged_network, stored_bytes, stylize_staged
 from .statistics import map_geometry, measure
 
 __all__ = [
@@ -146,7 +146,7 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     one tile's work (up to half the rest, or all that the maps leave), then the maps."""
     network = staged_network(model, runner)
     free = max(0, budget - (resident_memory() - network.held) - 2 * bgr.nbytes)
-    maps = disk_needed(network, *PaddedImage(bgr, network.border).inner, 0)
+    maps = stored_bytes(network, *PaddedImage(bgr, network.border).inner)
     room = max(free // 2, free - maps)
     core = largest_core
     while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border), runner.engine) > room:
@@ -174,10 +174,7 @@ def stylize_large(
     if model.normalisations and statistics == "exact":
         budget = max_memory or default_budget()
         core, ram = _staged_plan(runner, model, bgr, max_core, margin, budget)
-        before = resident_memory()
-        result = stylize_staged(runner, model, bgr, core, margin, ram, progress)
-        staged_network(model, runner).held += max(0, resident_memory() - before)
-        return result
+        return stylize_staged(runner, model, bgr, core, margin, ram, progress)
     if model.normalisations:
         frozen = image_statistics(model, runner, bgr, settings)
         tile_runner = _frozen(model, runner, border, frozen)

@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import surgery
 from ..engines import build_network, load_variant, on_clear
+from ..memory import resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from .activations import ActivationStore
@@ -103,13 +104,13 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     """``model`` cut into stages on ``runner``'s engine and device, kept for the model's
     next photo: cutting runs shape inference and probes the network twice."""
     border = surgery.leading_border(model.graph) or 0
-    stages = surgery.split_stages(_graph(model, border))
-    final = _final_output(model, border)
+    graph = _graph(model, border)
+    stages = surgery.split_stages(graph)
+    final = graph.graph.output[0].name
     kept = sorted({name for stage in stages for name in stage.outputs} - {final})
     engine, device, wanted = runner.engine, runner.device, runner.precision
     probe = load_variant(
-        model, engine, device, "stage-probe",
-        lambda: surgery.with_outputs(_graph(model, border), kept, replace=True), wanted=wanted,
+        model, engine, device, "stage-probe", lambda: surgery.with_outputs(graph, kept, replace=True), wanted=wanted,
     )
     geometry = dict(zip(kept, map_geometry(probe, kept)))
     # The picture: the padded image less the border the padding added.
@@ -127,8 +128,7 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         for name in stage.inputs:
             last_use[sources.get(name, name)] = index
     norms = {norm.target: norm for stage in stages for norm in stage.normalisations}
-    graph = _graph(model, border)
-    recomputed = _recomputed(graph, stages, channels, geometry, last_use)
+    recomputed = _recomputed(graph, stages, channels, geometry, last_use, sources)
     for index in recomputed:  # the next stage reads this one's inputs again
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
@@ -146,7 +146,8 @@ def _merged_stage(graph: "onnx.ModelProto", stages: list[surgery.Stage], index: 
 
 
 def _recomputed(graph: "onnx.ModelProto", stages: list[surgery.Stage], channels: dict[str, int],
-                geometry: dict[str, MapGeometry], last_use: dict[str, int]) -> frozenset[int]:
+                geometry: dict[str, MapGeometry], last_use: dict[str, int],
+                sources: dict[str, str]) -> frozenset[int]:
     """The stages worth recomputing in the next one rather than storing: their outputs
     take more bytes per pixel than their inputs and feed only the next stage's
     normalisations. Never two in a row (a recomputed stage's inputs are stored), chosen
@@ -154,29 +155,24 @@ def _recomputed(graph: "onnx.ModelProto", stages: list[surgery.Stage], channels:
     def size(names) -> float:
         return max((channels[name] * float(geometry[name].scale) ** 2 for name in names if name in channels), default=3.0)
 
-    targets = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
     chosen: set[int] = set()
     for index in range(len(stages) - 2, -1, -1):
         stage, following = stages[index], stages[index + 1]
-        sources = {norm.source for norm in following.normalisations}
-        inputs = [targets.get(name, name) for name in stage.inputs]
+        normalised = {norm.source for norm in following.normalisations}
+        inputs = [sources.get(name, name) for name in stage.inputs]
         if (
             index + 1 in chosen
             or not stage.outputs
-            or not set(stage.outputs) <= sources
+            or not set(stage.outputs) <= normalised
             or any(last_use.get(name) != index + 1 for name in stage.outputs)
             or any(name in following.inputs for name in stage.outputs)
             or size(stage.outputs) <= size(inputs)
         ):
             continue
-        dummy = {name: (np.zeros(channels.get(name, 1)), np.ones(channels.get(name, 1))) for name in sources}
+        dummy = {name: (np.zeros(channels.get(name, 1)), np.ones(channels.get(name, 1))) for name in normalised}
         if _merged_stage(graph, stages, index + 1, dummy).outputs == following.outputs:
             chosen.add(index)
     return frozenset(chosen)
-
-
-def _final_output(model: Model, border: int) -> str:
-    return _graph(model, border).graph.output[0].name
 
 
 def _regions(spans: list[Span], reach: Fraction, border: int, inner: int, margin: int) -> dict[Span, tuple[int, int]]:
@@ -244,12 +240,11 @@ class _Run:
             picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
             self.result[rows, cols] = picture
             return
+        moments = None
         if stored:
-            moments = self.store.write(name, rows, cols, block, total and StatisticsSum.moments)
-            if total is not None:
-                total.add(block, moments)
-        elif total is not None:
-            total.add(block)
+            moments = self.store.write(name, rows, cols, block, StatisticsSum.moments if total is not None else None)
+        if total is not None:
+            total.add(block, moments)
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
         stage, runner, margin = self.network.stages[index], self.network.runners[index], STAGE_MARGIN
@@ -285,8 +280,8 @@ class _Run:
                 self.store.free(name)
 
 
-def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int) -> int:
-    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none)."""
+def stored_bytes(network: StagedNetwork, height: int, width: int) -> int:
+    """The most bytes of stored maps a run holds at once."""
     border, live, peak = network.border, {}, 0
     for index, stage in enumerate(network.stages):
         for name in stage.outputs:
@@ -297,7 +292,12 @@ def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int
         for name, last in network.last_use.items():
             if last == index:
                 live.pop(name, None)
-    return max(0, peak - ram_budget)
+    return peak
+
+
+def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int) -> int:
+    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none)."""
+    return max(0, stored_bytes(network, height, width) - ram_budget)
 
 
 def stylize_staged(
@@ -318,8 +318,10 @@ def stylize_staged(
             progress(done[0], total)
 
     disk = disk_needed(network, *inner, ram_budget)
+    before = resident_memory()
     with ActivationStore(ram_budget, disk) as store:
         run = _Run(network, model, runner, bgr, tiles, store)
         for index in range(len(network.stages)):
             run.stage(index, step)
+    network.held += max(0, resident_memory() - before)
     return run.result[: bgr.shape[0], : bgr.shape[1]]

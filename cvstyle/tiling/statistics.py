@@ -83,7 +83,8 @@ class StatisticsSum:
         """Add a (channels, rows, cols) block, whose planes' :meth:`moments` may be given."""
         if planes.shape[1] == 0 or planes.shape[2] == 0:
             return
-        moments = moments or [self.moments(plane) for plane in planes]
+        if moments is None:
+            moments = [self.moments(plane) for plane in planes]
         mean, std = (np.array([moment[k].item() for moment in moments]) for k in (0, 1))
         count = planes.shape[1] * planes.shape[2]
         self.total = self.total + mean * count
