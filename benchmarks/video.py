@@ -1,7 +1,7 @@
 """Video figures as markdown: clip throughput against forward-only, flicker with and
 without --stabilize, and what stabilising costs.
 
-    python benchmarks/video.py            # 640x480, 10 s at 10 fps (100 frames); ~15 min on 2 loaded cores
+    python benchmarks/video.py            # 640x480, 10 s at 10 fps (100 frames), 3 repetitions; ~10 min on 2 quiet cores
     python benchmarks/video.py --quick    # 3 s (30 frames), one repetition
     python benchmarks/video.py --only 3   # some sections only
 
@@ -57,7 +57,7 @@ def throughput(folder: Path, models: dict[str, Path], seconds: int, repeats: int
     source = folder / "pan.mp4"
     synthetic.write_clip(source, clip.frames, time_base=Fraction(1, FPS))
     rows = [
-        "| family | engine | frames | forward-only: wall s (CPU s) | clip: wall s (CPU s) | speed ratio, wall | speed ratio, CPU |",
+        "| family | engine | frames | forward-only: wall s (CPU s) | clip: wall s (CPU s) | speed ratio, wall: each (median) | speed ratio, CPU: each (median) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for family, model in models.items():
@@ -67,8 +67,8 @@ def throughput(folder: Path, models: dict[str, Path], seconds: int, repeats: int
         for _ in range(repeats):
             forward.append(_timed(lambda: [painter.stylize(frame) for frame in clip.frames]))
             whole.append(_timed(lambda: stylize_video(source, folder / "out.mp4", painter.stylize)))
-        wall = ", ".join(f"{f[0] / w[0]:.3f}" for f, w in zip(forward, whole))
-        cpu = ", ".join(f"{f[1] / w[1]:.3f}" for f, w in zip(forward, whole))
+        wall = _ratios([f[0] / w[0] for f, w in zip(forward, whole)])
+        cpu = _ratios([f[1] / w[1] for f, w in zip(forward, whole)])
         rows.append(
             f"| {family} | {painter.engine} | {len(clip.frames)} | {_median(forward)} | {_median(whole)} | {wall} | {cpu} |"
         )
@@ -80,6 +80,11 @@ def _timed(work) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     work()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ratios(ratios: list[float]) -> str:
+    """Each repetition's ratio, and their median (the VM's speed drifts between them)."""
+    return f"{', '.join(f'{r:.3f}' for r in ratios)} ({statistics.median(ratios):.3f})"
 
 
 def _median(runs: list[tuple[float, float]]) -> str:
@@ -171,9 +176,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s clips, one repetition")
     parser.add_argument("--only", default="1,2,3", help="sections to run, e.g. 3")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repetitions (default 3, --quick 1)")
     args = parser.parse_args()
     sections = {int(part) for part in args.only.split(",")}
-    seconds, repeats = (3, 1) if args.quick else (10, 2)
+    seconds, repeats = (3, 1) if args.quick else (10, 3)
+    repeats = args.repeats or repeats
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="cvstyle-video-") as name:
         folder = Path(name)

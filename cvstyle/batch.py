@@ -58,10 +58,18 @@ class Failure:
     error: CvstyleError
 
 
+@dataclass(frozen=True)
+class Named:
+    """What naming outputs needs of a Stylizer, without loading it (a Ray driver names
+    the outputs while the nodes load the networks)."""
+
+    name: str
+
+
 @dataclass
 class Job:
     source: Path
-    stylizer: Stylizer
+    stylizer: Stylizer | Named
     target: Path
     # Default names get their extension once the input is read: .png if it has
     # transparency (so the alpha survives), else .jpg.
@@ -103,7 +111,7 @@ class BatchReport:
 
 
 def plan_outputs(
-    sources: list[Path], stylizers: list[Stylizer], output: str | os.PathLike | None
+    sources: list[Path], stylizers: list[Stylizer] | list[Named], output: str | os.PathLike | None
 ) -> list[Job]:
     """One job per (input, model): ``<stem>_<model>.jpg`` in ``output`` (a directory,
     default the current one; ``.png`` for inputs with transparency, ``.mp4`` for

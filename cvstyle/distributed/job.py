@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 from .. import batch
 from ..errors import CvstyleError, DownloadError, ImageError, ModelError, first_line
 from ..runner import Preprocessing
-from ..stylizer import ModelSpec, Stylizer
+from ..stylizer import ModelSpec
 from .actors import ArrayStylizer, FileStylizer
 from .settings import ClusterSettings, ModelSettings, require_ray
 from .sources import expand_sources
 
-ROWS_PER_BLOCK = 4  # small blocks: a dead actor's retry redoes few images
+# Each block costs the actor a fixed overhead (Ray's task, the first read and the last
+# write not overlapped); a dead actor's retry redoes at most one block.
+ROWS_PER_BLOCK = 16
 _ERRORS = {cls.exit_code: cls for cls in (CvstyleError, ImageError, ModelError, DownloadError)}
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")  # imageio.write_image's
 
@@ -35,11 +38,12 @@ class RayReport(batch.BatchReport):
 
 
 def plan_rows(
-    inputs: Iterable[str | os.PathLike], stylizers: list[Stylizer], output: str | os.PathLike | None,
+    inputs: Iterable[str | os.PathLike], stylizers: list[batch.Named], output: str | os.PathLike | None,
     skip_existing: bool = False,
 ) -> tuple[list[dict], RayReport]:
-    """One row per output still to write, named by :func:`cvstyle.batch.plan_outputs`,
-    and the report so far (listing failures, outputs skipped because they exist)."""
+    """One row per output still to write, named by :func:`cvstyle.batch.plan_outputs`
+    after ``stylizers`` (anything with the ``name`` a Stylizer would have), and the
+    report so far (listing failures, outputs skipped because they exist)."""
     sources, failures = expand_sources(inputs)
     report = RayReport(failures=failures, listing_failures=len(failures))
     jobs = batch.plan_outputs([Path(s) for s in sources], stylizers, output) if sources else []
@@ -78,29 +82,34 @@ def apply_on_ray(
     """
     ray = require_ray()
     models = models.absolute()
-    # Built here (on the CPU) to name the outputs, and to fail once on a bad model.
-    stylizers = models.stylizers(device="cpu")
-    rows, report = plan_rows(inputs, stylizers, output, skip_existing)
+    names = [batch.Named(name) for name in models.names()]
+    rows, report = plan_rows(inputs, names, output, skip_existing)
     on_done = progress(len(rows))
-    if not rows:
-        return report
     settings = (models, stylize_options or {}, quality, max_pixels, os.getcwd())
     by_index = {row["index"]: row for row in rows}
     failures: dict[int, batch.Failure] = {}
     written: dict[int, Path] = {}
-    with _connected(ray, cluster.address):
-        for result in _results(ray, _stylized_rows(ray, rows, settings, cluster)):
-            index = result["index"]
-            if index in written or index in failures:
-                continue  # a row retried after its result was already returned
-            row = by_index[index]
-            job = batch.Job(Path(row["name"]), stylizers[row["model"]], Path(result["target"]))
-            error = _ERRORS.get(result["exit_code"], CvstyleError)(result["error"]) if result["error"] else None
-            if error is None:
-                written[index] = job.target
-            else:
-                failures[index] = batch.Failure(job.source, error)
-            on_done(job, error)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvstyle-check") as pool:
+        # Built here too (on the CPU) to fail once on a bad model rather than in every
+        # row; while Ray starts, which is mostly waiting for its processes.
+        checked = pool.submit(models.stylizers, device="cpu")
+        if not rows:
+            checked.result()
+            return report
+        with _connected(ray, cluster.address):
+            checked.result()
+            for result in _results(ray, _stylized_rows(ray, rows, settings, cluster)):
+                index = result["index"]
+                if index in written or index in failures:
+                    continue  # a row retried after its result was already returned
+                row = by_index[index]
+                job = batch.Job(Path(row["name"]), names[row["model"]], Path(result["target"]))
+                error = _ERRORS.get(result["exit_code"], CvstyleError)(result["error"]) if result["error"] else None
+                if error is None:
+                    written[index] = job.target
+                else:
+                    failures[index] = batch.Failure(job.source, error)
+                on_done(job, error)
     remove_temporaries([row["target"] for row in rows] + report.skipped)
     report.written = [written[index] for index in sorted(written)]
     report.failures += [failures[index] for index in sorted(failures)]
@@ -120,9 +129,10 @@ def _ignore(job: batch.Job, error: CvstyleError | None) -> None:
 
 def _stylized_rows(ray, rows: list[dict], settings: tuple, cluster: ClusterSettings):
     actors, cpus, gpus = actor_shape(ray, cluster, len(rows))
-    blocks = max(1, -(-len(rows) // ROWS_PER_BLOCK))
+    per_block = min(ROWS_PER_BLOCK, -(-len(rows) // actors))  # every actor gets work
+    blocks = -(-len(rows) // per_block)
     return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        FileStylizer, fn_constructor_args=settings, batch_size=ROWS_PER_BLOCK,
+        FileStylizer, fn_constructor_args=settings, batch_size=per_block,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus, num_gpus=gpus or None,
     )
 
