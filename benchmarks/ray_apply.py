@@ -8,10 +8,11 @@ Makes N JPEGs at 640x480 and the instance_norm fixture model, then runs, interle
   cluster  cvstyle apply FOLDER --ray ADDRESS  (a one-node Ray started beforehand, as on a cluster)
 
 For each: wall time, throughput (images/s, Ray's start included), steady throughput (from
-the first output written to the last: what a long job sees), and the peak of the summed
-proportional set size (PSS: shared pages split between their users) of every process of
-the job: the CLI, and for Ray its GCS, raylet, agents and workers. Prints a Markdown
-table for docs/benchmarks.md, and the nodes a million 12 MP photos need overnight.
+the first output written to the last, by the files' times: what a long job sees), and
+the peak of the summed proportional set size (PSS: shared pages split between their
+users) of every process of the job: the CLI, and for Ray its GCS, raylet, agents and
+workers. Prints a Markdown table for docs/benchmarks.md, and the nodes a million 12 MP
+photos need overnight.
 
     PYTHONPATH=. .venv/bin/python benchmarks/ray_apply.py --quick
 """
@@ -97,13 +98,16 @@ def run_job(args: list[str], cwd: Path, marker: str | None) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    written = [time.monotonic() - start for line in job.stdout if line.startswith("wrote ")]
-    job.wait()
+    started_at = time.time() - (time.monotonic() - start)
+    job.communicate()
     wall = time.monotonic() - start
     stop.set()
     sampler.join()
     if job.returncode != 0:
         raise SystemExit(f"{' '.join(args)} exited {job.returncode}")
+    # When each output was written (renamed into place with its writing time): a Ray
+    # driver hears of a block's outputs only once the whole block is done.
+    written = sorted(path.stat().st_mtime - started_at for path in (cwd / "out").iterdir())
     count = len(written)
     steady = (count - 1) / (written[-1] - written[0]) if count > 1 and written[-1] > written[0] else float("nan")
     return {"wall": wall, "rate": count / wall, "steady": steady, "peak": peak[0], "count": count}
@@ -130,9 +134,9 @@ def stop_cluster(temp: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="40 photos, 2 rounds (default: 200 photos, 2 rounds)")
+    parser.add_argument("--quick", action="store_true", help="40 photos (default: 200 photos)")
     parser.add_argument("--photos", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     count = options.photos or (40 if options.quick else 200)
     work = Path(tempfile.mkdtemp(prefix="cvstyle-ray-bench-"))
