@@ -116,8 +116,7 @@ class Stylizer:
         self.models, self.runners = zip(
             *(load_model(name, device, manifest, engine, input_format, precision) for name, _ in parts)
         )
-        names = [model_display_name(name) for name, _ in parts]
-        self.name = "+".join(names)
+        self.name = mix_display_name(parts)
 
     # Where and how the (first) model runs; precision is exact, or fast where asked for and available.
     device = property(lambda self: self.runners[0].device)
@@ -189,6 +188,11 @@ class Stylizer:
         if tile == "off" or (tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget)):
             return runner(bgr)
         return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
+
+
+def mix_display_name(parts: Sequence[tuple[str | os.PathLike, float]]) -> str:
+    """A mix's name, as outputs are named: its models' display names joined by ``+``."""
+    return "+".join(model_display_name(name) for name, _ in parts)
 
 
 def model_display_name(model: str | os.PathLike) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import CvstyleError
 from ..runner import Preprocessing
-from ..stylizer import ModelSpec, Stylizer, model_display_name, parse_model_spec
+from ..stylizer import ModelSpec, Stylizer, mix_display_name, parse_model_spec
 
 INSTALL_COMMAND = "pip install 'cvstyle[ray]'"
 
@@ -55,7 +55,7 @@ class ModelSettings:
     def names(self) -> list[str]:
         """Each model's name as its Stylizer would have it, without loading it (for
         settings made :meth:`absolute`)."""
-        return ["+".join(model_display_name(name) for name, _ in spec) for spec in self.models]
+        return [mix_display_name(spec) for spec in self.models]
 
     def stylizers(self, device: str | None = None) -> list[Stylizer]:
         """One Stylizer per model, on ``device`` (default: the settings' own)."""
