@@ -13,12 +13,12 @@ row writes the same file again, atomically, so every output exists once and whol
 driver counts each row once, by its index.
 """
 
-from .job import ROWS_PER_BLOCK, RayReport, actor_shape, apply_on_ray, plan_rows, remove_temporaries, stylize_dataset
+from .job import IMAGES_PER_BATCH, ROWS_PER_BLOCK, RayReport, actor_shape, apply_on_ray, plan_rows, remove_temporaries, stylize_dataset
 from .settings import INSTALL_COMMAND, ClusterSettings, ModelSettings, require_ray
 from .sources import expand_sources, is_uri, read_uri
 
 __all__ = [
-    "INSTALL_COMMAND", "ROWS_PER_BLOCK", "ClusterSettings", "ModelSettings", "RayReport", "actor_shape",
+    "IMAGES_PER_BATCH", "INSTALL_COMMAND", "ROWS_PER_BLOCK", "ClusterSettings", "ModelSettings", "RayReport", "actor_shape",
     "apply_on_ray", "expand_sources", "is_uri", "plan_rows", "read_uri", "remove_temporaries",
     "require_ray", "stylize_dataset",
 ]

@@ -23,6 +23,7 @@ from .sources import expand_sources
 # Each block costs the actor a fixed overhead (Ray's task, the first read and the last
 # write not overlapped); a dead actor's retry redoes at most one block.
 ROWS_PER_BLOCK = 16
+IMAGES_PER_BATCH = 4  # stylize_dataset's batches carry the pixels themselves: kept small
 _ERRORS = {cls.exit_code: cls for cls in (CvstyleError, ImageError, ModelError, DownloadError)}
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{12}\.tmp$")  # imageio.write_image's
 
@@ -217,7 +218,7 @@ def stylize_dataset(
     actors: int = 1,
     cpus_per_actor: float = 1.0,
     gpus_per_actor: float = 0.0,
-    batch_size: int = ROWS_PER_BLOCK,
+    batch_size: int = IMAGES_PER_BATCH,
     **stylize_options: Any,
 ) -> Any:
     """``dataset`` (a ``ray.data.Dataset``) with each image of ``column`` stylized by
