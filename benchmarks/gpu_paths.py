@@ -52,7 +52,7 @@ TENSORRT_F32 = "onnxruntime TensorRT f32"
 class _TensorRtNetwork:
     """ONNX Runtime with TensorRT in float32 (falling back to CUDA for what it cannot take)."""
 
-    engine, device, precision = "onnxruntime", "cuda", "exact"
+    engine, device, precision, streams = "onnxruntime", "cuda", "exact", 1
 
     def __init__(self, graph):
         import onnxruntime

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .engines.streams import throughput_streams
 from .errors import CvstyleError, ImageError, quote
 from .imageio import READ_EXTENSIONS, WRITE_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
@@ -110,6 +112,15 @@ class BatchReport:
     failures: list[Failure] = field(default_factory=list)
 
 
+def streams_for(sources: list[Path], models: int) -> int:
+    """Streams a Stylizer gets for a job over ``sources`` with ``models`` styles: several
+    for more than one photo or for any video, where photos per second count; one for a
+    single photo, where its own time does (:mod:`cvstyle.engines.streams`)."""
+    if len(sources) * models > 1 or any(is_video(source) for source in sources):
+        return throughput_streams()
+    return 1
+
+
 def plan_outputs(
     sources: list[Path], stylizers: list[Stylizer] | list[Named], output: str | os.PathLike | None
 ) -> list[Job]:
@@ -161,22 +172,44 @@ def run_jobs(
     video: VideoSettings | None = None,
 ) -> BatchReport:
     """Run ``jobs`` in order, each input decoded once, with reads and writes overlapped.
-    Inputs whose content is a video are painted frame by frame into a video."""
+    Photos are painted as many at a time as their Stylizer has streams. Inputs whose
+    content is a video are painted frame by frame into a video."""
     options = stylize_options or {}
     report = BatchReport()
     videos = {job.source for job in jobs if is_video(job.source)}
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool:
+    painters = max((job.stylizer.streams for job in jobs if isinstance(job.stylizer, Stylizer)), default=1)
+    with (
+        ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool,
+        ThreadPoolExecutor(max_workers=painters, thread_name_prefix="cvstyle-paint") as painting,
+    ):
         reads: dict[Path, Future] = {}
         writes: list[tuple[Job, Future]] = []
+        painted: deque[tuple[Job, Picture, Future]] = deque()  # in order, at most painters + 1
 
         def prefetch(index: int) -> None:
             if index < len(jobs) and jobs[index].source not in reads and jobs[index].source not in videos:
                 reads[jobs[index].source] = pool.submit(_read, jobs[index].source, max_pixels)
 
+        def finish(waiting: int) -> None:
+            """Hand finished paintings to the writers until ``waiting`` are left."""
+            nonlocal writes
+            while len(painted) > waiting:
+                job, picture, future = painted.popleft()
+                try:
+                    result = future.result()
+                except CvstyleError as error:
+                    report.failures.append(Failure(job.source, error))
+                    on_done(job, error)
+                    continue
+                target = job.resolve_target(picture.alpha is not None)
+                writes.append((job, pool.submit(write_image, target, result, quality)))
+            writes = _collect_writes(writes, report, on_done, wait=False)
+
         prefetch(0)
         for index, job in enumerate(jobs):
             if job.source in videos:
                 prefetch(index + 1)
+                finish(0)
                 error = _run_video(job, options, quality, video or VideoSettings())
                 if error is None:
                     report.written.append(job.target)
@@ -193,15 +226,9 @@ def run_jobs(
                 report.failures.append(Failure(job.source, picture))
                 on_done(job, picture)
                 continue
-            try:
-                result = stylize_picture(job.stylizer, picture, options)
-            except CvstyleError as error:
-                report.failures.append(Failure(job.source, error))
-                on_done(job, error)
-                continue
-            target = job.resolve_target(picture.alpha is not None)
-            writes.append((job, pool.submit(write_image, target, result, quality)))
-            writes = _collect_writes(writes, report, on_done, wait=False)
+            painted.append((job, picture, painting.submit(stylize_picture, job.stylizer, picture, options)))
+            finish(painters)
+        finish(0)
         _collect_writes(writes, report, on_done, wait=True)
     return report
 
@@ -221,6 +248,7 @@ def _run_video(job: Job, options: dict, quality: int, settings: VideoSettings) -
             lambda bgr: job.stylizer.stylize(bgr, **frame_options),
             size=options.get("size"), quality=quality, stabilized=settings.stabilize,
             progress=(lambda done, total: progress(job, done, total)) if progress else None,
+            painters=job.stylizer.streams,
         )
     except CvstyleError as error:
         return error

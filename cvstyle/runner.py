@@ -65,6 +65,7 @@ class Network(Protocol):
     engine: str
     device: str
     precision: str  # "exact" (float32) or "fast" (cvstyle.precision)
+    streams: int  # forwards that may run at once (cvstyle.engines.streams)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """The named ``outputs`` (default: the graph's own) for the named input blobs."""
@@ -81,9 +82,10 @@ class StyleRunner:
         self.network = network
         self.preprocessing = preprocessing
         self.name = name
-        # One forward at a time per network: a cv2.dnn.Net needs it, and it keeps an
-        # engine's memory to one activation set per model when threads share it.
-        self.lock = threading.Lock()
+        # As many forwards at once as the network has streams (one, unless loaded for
+        # throughput): a cv2.dnn.Net needs it, and it keeps an engine's memory to one
+        # activation set per stream when threads share the runner.
+        self.lock = threading.BoundedSemaphore(network.streams)
 
     @property
     def engine(self) -> str:
@@ -96,6 +98,10 @@ class StyleRunner:
     @property
     def precision(self) -> str:
         return self.network.precision
+
+    @property
+    def streams(self) -> int:
+        return self.network.streams
 
     def preprocess(self, bgr: np.ndarray) -> np.ndarray:
         """NCHW float32 blob of :func:`pad_to_network` of ``bgr``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from .runner import Preprocessing, StyleRunner
 DEFAULT_MODEL = "sketch"  # the built-in model: works offline with nothing downloaded
 Progress = Callable[[int, int], None]
 ModelSpec = str | os.PathLike | Sequence[tuple[str | os.PathLike, float]]
+# Photos large enough to tile run one at a time, each with all the cores and the whole
+# memory budget, even where threads paint smaller ones side by side.
+_LARGE_PHOTOS = threading.Lock()
 
 
 def parse_model_spec(spec: str | os.PathLike) -> list[tuple[str, float]]:
@@ -52,7 +56,7 @@ def split_model_spec(text: str) -> list[tuple[str, float]]:
 
 def load_model(
     model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto",
-    input_format: str | Preprocessing | None = None, precision: str = "exact",
+    input_format: str | Preprocessing | None = None, precision: str = "exact", streams: int = 1,
 ) -> tuple[Model, StyleRunner]:
     """Resolve a catalogue name or path; return the open model and its (cached) runner.
 
@@ -74,7 +78,7 @@ def load_model(
     else:
         preprocessing = presets.preset(input_format)
     opened = open_model(path, preprocessing)
-    return opened, load_runner(opened, engine, device, wanted=precision)
+    return opened, load_runner(opened, engine, device, wanted=precision, streams=streams)
 
 
 class Stylizer:
@@ -92,6 +96,11 @@ class Stylizer:
     (``vgg``, the default and what `.t7` models take; ``rgb255`` for the PyTorch example
     trainer's models; ``rgb01``: see :mod:`cvstyle.presets`) or a
     :class:`~cvstyle.runner.Preprocessing`; catalogue models use their line's ``input=``.
+    ``streams`` (default 1) is for threads that paint several images at once, as
+    ``cvstyle apply`` does for folders and videos: the engine splits the cores between
+    that many forwards, each slower and together faster (OpenVINO and ONNX Runtime on
+    the CPU; elsewhere one at a time). Photos large enough to tile still run one at a
+    time, on all the cores.
 
     >>> import cv2
     >>> from cvstyle import Stylizer
@@ -106,7 +115,10 @@ class Stylizer:
         engine: str = "auto",
         input_format: str | Preprocessing | None = None,
         precision: str = "exact",
+        streams: int = 1,
     ):
+        if streams < 1:
+            raise CvstyleError(f"streams must be at least 1, not {streams}")
         parts = (
             parse_model_spec(model)
             if isinstance(model, (str, os.PathLike))
@@ -114,7 +126,7 @@ class Stylizer:
         )
         self.weights = effects.normalise_weights([weight for _, weight in parts])
         self.models, self.runners = zip(
-            *(load_model(name, device, manifest, engine, input_format, precision) for name, _ in parts)
+            *(load_model(name, device, manifest, engine, input_format, precision, streams) for name, _ in parts)
         )
         self.name = mix_display_name(parts)
 
@@ -123,6 +135,7 @@ class Stylizer:
     engine = property(lambda self: self.runners[0].engine)
     precision = property(lambda self: self.runners[0].precision)
     preprocessing = property(lambda self: self.runners[0].preprocessing)
+    streams = property(lambda self: self.runners[0].streams)  # forwards that may run at once
 
     def stylize(
         self,
@@ -185,9 +198,21 @@ class Stylizer:
                settings: tiling.TileSettings, progress: Progress | None, budget: int) -> np.ndarray:
         """One model's painting: in one pass, or in tiles (``tile`` ``off``: no tiles)."""
         runner, model = self.runners[index], self.models[index]
-        if tile == "off" or (tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget)):
+        if tile == "off":
             return runner(bgr)
-        return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
+        if runner.streams == 1:
+            return _paint_large(runner, model, bgr, tile, statistics, settings, progress, budget)
+        with _LARGE_PHOTOS:
+            whole = load_runner(model, runner.engine, runner.device, wanted=runner.precision)
+            return _paint_large(whole, model, bgr, tile, statistics, settings, progress, budget)
+
+
+def _paint_large(runner: StyleRunner, model: Model, bgr: np.ndarray, tile: str, statistics: str,
+                 settings: tiling.TileSettings, progress: Progress | None, budget: int) -> np.ndarray:
+    """A photo above the tiling threshold: in one pass where it fits ``budget``, else in tiles."""
+    if tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget):
+        return runner(bgr)
+    return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
 
 
 def mix_display_name(parts: Sequence[tuple[str | os.PathLike, float]]) -> str:

@@ -6,6 +6,8 @@ importer, OpenCV 5 (which has none) reads the .t7's ONNX conversion.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 import pytest
@@ -89,7 +91,7 @@ def test_postprocess_rounds_and_saturates_like_numpy(preprocessing):
     rng = np.random.default_rng(0)
     output = rng.normal(0, 150, (1, 3, 37, 53)).astype(np.float32) * preprocessing.scale
     output[0, :, 0, :8] = (np.arange(8) - 104.5) * preprocessing.scale  # exact halves
-    runner = StyleRunner(None, preprocessing)
+    runner = StyleRunner(SimpleNamespace(streams=1), preprocessing)  # post-processing needs no engine
     planes = output[0, :, :31, :50]
     if preprocessing.swap_rb:
         planes = planes[::-1]

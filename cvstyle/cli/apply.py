@@ -163,10 +163,11 @@ def apply_command(
         return _summarise(report.failures, report.written, total, len(report.skipped))
     sources, failures = batch.expand_inputs(inputs)
     log_to_stderr(verbose)
+    streams = batch.streams_for(sources, len(models))
     stylizers = [
         Stylizer(
             model, device=device, manifest=manifest, engine=engine, input_format=input_format,
-            precision=precision,
+            precision=precision, streams=streams,
         )
         for model in models
     ]

@@ -99,9 +99,11 @@ input_format_option = click.option(
 
 
 def echo_engines(stylizers) -> None:
-    """One stderr line per model: which engine, device and precision run it."""
+    """One stderr line per model: which engine, device and precision run it (and how
+    many forwards at once, where more than one)."""
     for stylizer in stylizers:
-        click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}, {stylizer.precision}", err=True)
+        streams = f", {stylizer.streams} streams" if stylizer.streams > 1 else ""
+        click.echo(f"{stylizer.name}: {stylizer.engine} on {stylizer.device}, {stylizer.precision}{streams}", err=True)
 
 
 class _StderrHandler(logging.StreamHandler):

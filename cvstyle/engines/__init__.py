@@ -83,17 +83,18 @@ def engine_candidates(
 
 def build_network(
     graph: "onnx.ModelProto", engine: str, device: str, name: str, wanted: str = precision.EXACT,
-    pooled: bool = True,
+    pooled: bool = True, streams: int = 1,
 ) -> Network:
     """An in-memory graph loaded on ``engine``, uncached. Its ``precision`` says whether
     it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``).
     ``pooled``: the engine may keep its working memory between runs (ONNX Runtime's
     arena), the fastest for a network run again and again; staged runs, which run many
-    networks in turn, hand the memory back after each run instead."""
+    networks in turn, hand the memory back after each run instead. ``streams``: forwards
+    that may run at once, on engines that can split the cores (:mod:`.streams`)."""
     if engine == "openvino":
-        return ov_engine.OpenVinoNetwork(graph, device, name, wanted)
+        return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams)
     if engine == "onnxruntime":
-        return ort_engine.OnnxRuntimeNetwork(graph, device, name, pooled)
+        return ort_engine.OnnxRuntimeNetwork(graph, device, name, pooled, streams)
     return OpenCvNetwork(read_graph(graph, name), device, classic=not has_new_engine())
 
 
@@ -144,11 +145,12 @@ def _cached(key: tuple, load: Callable[[], StyleRunner]) -> StyleRunner:
 def load_variant(
     model: Model, engine: str, device: str, variant: str,
     make_graph: Callable[[], "onnx.ModelProto"], preprocessing: Preprocessing | None = None,
-    wanted: str = precision.EXACT, pooled: bool = True,
+    wanted: str = precision.EXACT, pooled: bool = True, streams: int = 1,
 ) -> StyleRunner:
     """The runner of a variant of ``model`` (named ``variant``, its graph made by
-    ``make_graph`` on first use) in the ``wanted`` precision, cached with the model's own
-    networks. Under ``auto``, a model that one engine cannot load goes to the next."""
+    ``make_graph`` on first use) in the ``wanted`` precision with ``streams``, cached
+    with the model's own networks. Under ``auto``, a model that one engine cannot load
+    goes to the next."""
     candidates = engine_candidates(engine, device, model, wanted)
     prep = preprocessing or model.preprocessing
     for position, candidate in enumerate(candidates):
@@ -157,13 +159,13 @@ def load_variant(
             if variant == WHOLE and candidate == "opencv":
                 network = _whole_opencv_network(model, device)
             else:
-                network = build_network(make_graph(), candidate, device, model.name, wanted, pooled)
+                network = build_network(make_graph(), candidate, device, model.name, wanted, pooled, streams)
             if wanted == precision.FAST and network.precision != precision.FAST:
                 _say_no_fast_mode(candidate, network.device)
             return StyleRunner(network, prep, model.name)
 
         try:
-            return _cached((model.key, variant, candidate, device, prep, wanted), load)
+            return _cached((model.key, variant, candidate, device, prep, wanted, streams), load)
         except ModelError as error:
             if position == len(candidates) - 1:
                 raise
@@ -173,7 +175,7 @@ def load_variant(
 
 def load_runner(
     model: Model | str | os.PathLike, engine: str = "auto", device: str = "auto",
-    preprocessing: Preprocessing | None = None, wanted: str = precision.EXACT,
+    preprocessing: Preprocessing | None = None, wanted: str = precision.EXACT, streams: int = 1,
 ) -> StyleRunner:
     """The (cached) runner of the `.t7` or `.onnx` model at ``model`` (a path or an open
     :class:`~cvstyle.model.Model`) on ``engine`` and ``device``.
@@ -181,11 +183,12 @@ def load_runner(
     It is called on uint8 BGR images and returns uint8 BGR images; its ``engine`` and
     ``device`` say where it runs, its ``precision`` whether it runs ``fast`` (``wanted``
     where the engine has a faster mode). ``preprocessing`` is what a model given by path
-    expects (fast-neural-style's VGG by default).
+    expects (fast-neural-style's VGG by default). ``streams`` > 1 loads it for that many
+    forwards at once (:mod:`.streams`), each slower, together faster.
     """
     if not isinstance(model, Model):
         model = open_model(model, preprocessing or VGG)
-    return load_variant(model, engine, device, WHOLE, lambda: model.graph, preprocessing, wanted)
+    return load_variant(model, engine, device, WHOLE, lambda: model.graph, preprocessing, wanted, streams=streams)
 
 
 _dependent_caches: list[Callable[[], None]] = []

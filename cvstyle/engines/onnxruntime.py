@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import CvstyleError, ModelError, first_line, unknown_choice
 from ..fast_graph import faster_graph
 from .opencv import DEVICES
+from .streams import Idle, threads_per_stream
 
 if TYPE_CHECKING:
     import onnx
@@ -70,12 +71,14 @@ def provider_list(device: str, available: list[str]) -> list[tuple[str, dict]]:
 
 class OnnxRuntimeNetwork:
     """An ONNX graph in an ONNX Runtime session. ``providers`` lists the execution
-    providers in use, best first."""
+    providers in use, best first. ``streams`` > 1 on the CPU: that many sessions, each
+    on its share of the cores, so that as many forwards may run at once (:mod:`.streams`)."""
 
     engine = "onnxruntime"
     precision = "exact"
 
-    def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model", pooled: bool = True):
+    def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model", pooled: bool = True,
+                 streams: int = 1):
         ort = _onnxruntime()
         wanted = provider_list(device, ort.get_available_providers())
         options = ort.SessionOptions()
@@ -84,12 +87,19 @@ class OnnxRuntimeNetwork:
         # shape, where it costs memory and gains no speed (docs/benchmarks.md).
         options.enable_mem_pattern = False
         options.enable_cpu_mem_arena = pooled
-        if wanted[0][0] == CPU:  # measured on CPUs only (cvstyle.fast_graph)
+        on_cpu = wanted[0][0] == CPU
+        self.streams = streams if on_cpu else 1
+        if on_cpu:  # measured on CPUs only (cvstyle.fast_graph)
             graph = faster_graph(graph)
+        if self.streams > 1:
+            options.intra_op_num_threads = threads_per_stream(self.streams)
         try:
-            self.session = ort.InferenceSession(graph.SerializeToString(), options, providers=wanted)
+            serialized = graph.SerializeToString()
+            sessions = [ort.InferenceSession(serialized, options, providers=wanted) for _ in range(self.streams)]
         except Exception as error:  # onnxruntime raises its own untyped exceptions
             raise ModelError(f"{name}: onnxruntime cannot load this model ({first_line(error)})") from None
+        self.session = sessions[0]  # what the network is: inputs, providers
+        self.sessions = Idle(sessions)
         self.providers = self.session.get_providers()
         # A GPU provider whose libraries (CUDA, cuDNN, TensorRT) fail to load is dropped
         # silently by ONNX Runtime: an explicit request for the GPU must not run elsewhere.
@@ -105,4 +115,5 @@ class OnnxRuntimeNetwork:
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if len(feeds) == 1 and len(self.input_names) == 1:
             feeds = {self.input_names[0]: next(iter(feeds.values()))}
-        return self.session.run(list(outputs) if outputs else None, feeds)
+        with self.sessions.take() as session:
+            return session.run(list(outputs) if outputs else None, feeds)

@@ -104,6 +104,7 @@ class OpenCvNetwork:
 
     engine = "opencv"
     precision = "exact"
+    streams = 1  # a cv2.dnn.Net runs one forward at a time
 
     def __init__(self, net: cv2.dnn.Net, device: str = "auto", classic: bool = True):
         self.device = resolve_device(device)

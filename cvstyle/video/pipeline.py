@@ -1,9 +1,10 @@
 """Paint a video file: decoding, the network and encoding run at the same time.
 
 A reader thread demuxes, decodes, turns each frame upright, resizes it (and, with
-stabilisation, measures its motion); the calling thread runs the network; a writer
-thread blends (stabilisation), turns frames back, encodes and muxes them with the
-audio packets. FFmpeg, OpenCV and the inference engines release the GIL, so the
+stabilisation, measures its motion); painter threads run the network, as many frames
+at once as the caller asks (one per stream of the network), handed on in order; a
+writer thread blends (stabilisation), turns frames back, encodes and muxes them with
+the audio packets. FFmpeg, OpenCV and the inference engines release the GIL, so the
 network is kept busy. The output appears under its name only when complete.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +63,7 @@ def stylize_video(
     quality: int = 95,
     stabilized: bool = False,
     progress: Progress | None = None,
+    painters: int = 1,
 ) -> None:
     """Write ``source`` with every frame replaced by ``paint(frame)`` (BGR in, BGR of the
     same size out) to ``target`` (.mp4, .mov or .mkv): H.264 at ``quality`` (1-100),
@@ -68,13 +72,15 @@ def stylize_video(
     Frames are painted upright, with their longer side ``size`` if given (then rounded
     down to even sizes, which H.264's 4:2:0 sampling needs). ``stabilized`` blends each
     painted frame with the previous one along the motion (:mod:`.stabilize`).
+    ``painters`` frames are painted at once (``paint`` must allow that many calls at a
+    time: a :class:`~cvstyle.Stylizer` with as many ``streams``).
     """
     muxer = output_format(target)
     reader = VideoReader(source)
     try:
         with temporary_sibling(target) as temporary:
             run = _Run(reader, Path(target), temporary, muxer, quality, stabilized)
-            run.execute(paint, size, progress)
+            run.execute(paint, size, progress, painters)
     finally:
         reader.close()
 
@@ -95,23 +101,16 @@ class _Run:
         self.writer: VideoWriter | None = None
         self.errors: list[BaseException] = []
 
-    def execute(self, paint, size: int | None, progress: Progress | None) -> None:
+    def execute(self, paint, size: int | None, progress: Progress | None, painters: int) -> None:
         threads = [
             threading.Thread(target=self._guard, args=(self._read, size), name="cvstyle-video-read", daemon=True),
             threading.Thread(target=self._guard, args=(self._write,), name="cvstyle-video-write", daemon=True),
         ]
         for thread in threads:
             thread.start()
-        expected = self.reader.frame_count()
-        done = 0
         try:
-            while (item := self._get(self.to_network)) is not _END:
-                if isinstance(item, _Frame):
-                    item.painted = paint(item.upright)
-                    done += 1
-                self._put(self.to_writer, item)
-                if progress is not None and isinstance(item, _Frame):
-                    progress(done, expected)
+            with ThreadPoolExecutor(max_workers=painters, thread_name_prefix="cvstyle-video-paint") as painting:
+                self._paint_all(painting, paint, painters, progress)
             self._put(self.to_writer, _END)
             for thread in threads:
                 thread.join()
@@ -124,6 +123,34 @@ class _Run:
             raise
         if self.errors:
             raise self.errors[0]
+
+    def _paint_all(self, painting: ThreadPoolExecutor, paint, painters: int, progress: Progress | None) -> None:
+        """Frames to the painters, and on to the writer in order with the audio packets
+        between them; ``painters`` + 1 frames in hand, so none of the painters waits."""
+        expected = self.reader.frame_count()
+        in_hand: deque[tuple[object, Future | None]] = deque()
+        frames = done = 0
+
+        def hand_on(waiting: int) -> None:
+            nonlocal frames, done
+            while in_hand and (frames > waiting or in_hand[0][1] is None):
+                item, future = in_hand.popleft()
+                if future is not None:
+                    item.painted = future.result()
+                    frames -= 1
+                    done += 1
+                self._put(self.to_writer, item)
+                if future is not None and progress is not None:
+                    progress(done, expected)
+
+        while (item := self._get(self.to_network)) is not _END:
+            if isinstance(item, _Frame):
+                in_hand.append((item, painting.submit(paint, item.upright)))
+                frames += 1
+            else:
+                in_hand.append((item, None))
+            hand_on(painters)
+        hand_on(0)
 
     def _guard(self, work, *args) -> None:
         try:
