@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines.streams import throughput_streams
+from .engines.streams import in_order, throughput_streams
 from .errors import CvstyleError, ImageError, quote
 from .imageio import READ_EXTENSIONS, WRITE_EXTENSIONS, Picture, read_image, write_image
 from .stylizer import Stylizer
@@ -184,51 +183,51 @@ def run_jobs(
     ):
         reads: dict[Path, Future] = {}
         writes: list[tuple[Job, Future]] = []
-        painted: deque[tuple[Job, Picture, Future]] = deque()  # in order, at most painters + 1
 
         def prefetch(index: int) -> None:
             if index < len(jobs) and jobs[index].source not in reads and jobs[index].source not in videos:
                 reads[jobs[index].source] = pool.submit(_read, jobs[index].source, max_pixels)
 
-        def finish(waiting: int) -> None:
-            """Hand finished paintings to the writers until ``waiting`` are left."""
-            nonlocal writes
-            while len(painted) > waiting:
-                job, picture, future = painted.popleft()
-                try:
-                    result = future.result()
-                except CvstyleError as error:
-                    report.failures.append(Failure(job.source, error))
-                    on_done(job, error)
+        def decoded() -> Iterator[tuple[Job, Picture | CvstyleError | None]]:
+            """Each job with its photo (None for a video), decoded one job ahead."""
+            prefetch(0)
+            for index, job in enumerate(jobs):
+                if job.source in videos:
+                    prefetch(index + 1)
+                    yield job, None
                     continue
-                target = job.resolve_target(picture.alpha is not None)
-                writes.append((job, pool.submit(write_image, target, result, quality)))
-            writes = _collect_writes(writes, report, on_done, wait=False)
-
-        prefetch(0)
-        for index, job in enumerate(jobs):
-            if job.source in videos:
+                picture = reads[job.source].result()
                 prefetch(index + 1)
-                finish(0)
+                # Drop decoded photos no later job needs, to bound memory on big folders.
+                if index + 1 == len(jobs) or jobs[index + 1].source != job.source:
+                    reads.pop(job.source)
+                yield job, picture
+
+        def start(pair: tuple[Job, Picture | CvstyleError | None]) -> Future | None:
+            job, picture = pair
+            if not isinstance(picture, Picture):
+                return None
+            return painting.submit(stylize_picture, job.stylizer, picture, options)
+
+        for (job, picture), painted in in_order(decoded(), start, painters):
+            error = picture if isinstance(picture, CvstyleError) else None
+            if picture is None:
                 error = _run_video(job, options, quality, video or VideoSettings())
-                if error is None:
-                    report.written.append(job.target)
+            elif painted is not None:
+                try:
+                    result = painted.result()
+                except CvstyleError as failure:
+                    error = failure
                 else:
-                    report.failures.append(Failure(job.source, error))
-                on_done(job, error)
-                continue
-            picture = reads[job.source].result()
-            prefetch(index + 1)
-            # Drop decoded photos no later job needs, to bound memory on big folders.
-            if index + 1 == len(jobs) or jobs[index + 1].source != job.source:
-                reads.pop(job.source)
-            if isinstance(picture, CvstyleError):
-                report.failures.append(Failure(job.source, picture))
-                on_done(job, picture)
-                continue
-            painted.append((job, picture, painting.submit(stylize_picture, job.stylizer, picture, options)))
-            finish(painters)
-        finish(0)
+                    target = job.resolve_target(picture.alpha is not None)
+                    writes.append((job, pool.submit(write_image, target, result, quality)))
+                    writes = _collect_writes(writes, report, on_done, wait=False)
+                    continue
+            if error is None:
+                report.written.append(job.target)
+            else:
+                report.failures.append(Failure(job.source, error))
+            on_done(job, error)
         _collect_writes(writes, report, on_done, wait=True)
     return report
 

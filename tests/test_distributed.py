@@ -285,6 +285,7 @@ import numpy as np
 import ray
 from cvstyle import Stylizer
 from cvstyle.distributed import stylize_dataset
+from cvstyle.engines.streams import throughput_streams
 
 model, address = sys.argv[1:]
 rng = np.random.default_rng(0)
@@ -292,7 +293,7 @@ images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(40, 56, 3),
 ray.init(address=address)
 dataset = ray.data.from_items([{"image": image, "n": n} for n, image in enumerate(images)])
 rows = sorted(stylize_dataset(dataset, model, size=48).take_all(), key=lambda row: row["n"])
-stylizer = Stylizer(model)
+stylizer = Stylizer(model, streams=throughput_streams())  # as the actors load it
 for image, row in zip(images, rows):
     bgr = image[:, :, [2, 1, 0, 3][: image.shape[2]]]
     expected = stylizer.stylize(bgr, size=48)[:, :, [2, 1, 0, 3][: image.shape[2]]]

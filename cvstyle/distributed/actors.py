@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .. import batch
+from ..engines.streams import in_order, throughput_streams
 from ..errors import CvstyleError
 from ..imageio import Picture, read_image, write_image
 from .settings import ModelSettings
@@ -27,10 +28,11 @@ class FileStylizer:
         if not self.root:
             os.chdir(folder)
         self.options, self.quality, self.max_pixels = options, quality, max_pixels
-        try:
-            self.stylizers, self.error = settings.stylizers(), None
+        try:  # an actor paints many photos: as many at once as its Stylizers have streams
+            self.stylizers, self.error = settings.stylizers(streams=throughput_streams()), None
         except CvstyleError as error:  # e.g. a model missing on this node: every row says so
             self.stylizers, self.error = [], error
+        self.painters = max((stylizer.streams for stylizer in self.stylizers), default=1)
 
     def _path(self, name: str) -> str:
         return name if is_uri(name) else os.path.join(self.root, name)
@@ -52,19 +54,29 @@ class FileStylizer:
             results["error"].append("" if error is None else str(error))
             results["exit_code"].append(0 if error is None else error.exit_code)
 
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool,
+            ThreadPoolExecutor(max_workers=self.painters, thread_name_prefix="cvstyle-paint") as painting,
+        ):
             reads = {name: pool.submit(self._read, name) for name in dict.fromkeys(rows["name"])}
             writes = []
-            for index, name, model, target, auto in zip(
-                rows["index"], rows["name"], rows["model"], rows["target"], rows["auto_extension"]
-            ):
-                picture = self.error or reads[name].result()
+            columns = ("index", "name", "model", "target", "auto_extension")
+            decoded = ((row, self.error or reads[row[1]].result()) for row in zip(*(rows[c] for c in columns)))
+
+            def start(item) -> Future | None:
+                (_, _, model, _, _), picture = item
                 if isinstance(picture, CvstyleError):
-                    record(index, target, picture)
-                    continue
-                try:
-                    result = batch.stylize_picture(self.stylizers[model], picture, self.options)
-                except CvstyleError as error:
+                    return None
+                return painting.submit(batch.stylize_picture, self.stylizers[model], picture, self.options)
+
+            for ((index, name, model, target, auto), picture), painted in in_order(decoded, start, self.painters):
+                error = picture if painted is None else None
+                if painted is not None:
+                    try:
+                        result = painted.result()
+                    except CvstyleError as failure:
+                        error = failure
+                if error is not None:
                     record(index, target, error)
                     continue
                 job = batch.Job(Path(name), self.stylizers[model], Path(target), bool(auto))
@@ -83,15 +95,19 @@ class ArrayStylizer:
     """A Ray Data actor for :func:`stylize_dataset`: stylizes an image column in place."""
 
     def __init__(self, settings: ModelSettings, options: dict, column: str, rgb: bool):
-        [self.stylizer] = settings.stylizers()
+        [self.stylizer] = settings.stylizers(streams=throughput_streams())
         self.options, self.column, self.rgb = options, column, rgb
 
+    def _paint(self, image) -> np.ndarray:
+        image = _swap_red_blue(np.asarray(image)) if self.rgb else np.asarray(image)
+        result = self.stylizer.stylize(image, **self.options)  # refuses what is not uint8
+        return _swap_red_blue(result) if self.rgb else result
+
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        painted = []
-        for image in rows[self.column]:
-            image = _swap_red_blue(np.asarray(image)) if self.rgb else np.asarray(image)
-            result = self.stylizer.stylize(image, **self.options)  # refuses what is not uint8
-            painted.append(_swap_red_blue(result) if self.rgb else result)
+        painters = self.stylizer.streams
+        with ThreadPoolExecutor(max_workers=painters, thread_name_prefix="cvstyle-paint") as painting:
+            started = in_order(rows[self.column], lambda image: painting.submit(self._paint, image), painters)
+            painted = [future.result() for _, future in started]
         if len({image.shape for image in painted}) == 1:
             rows[self.column] = np.stack(painted)  # one tensor column
             return rows

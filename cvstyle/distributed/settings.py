@@ -57,8 +57,9 @@ class ModelSettings:
         settings made :meth:`absolute`)."""
         return [mix_display_name(spec) for spec in self.models]
 
-    def stylizers(self, device: str | None = None) -> list[Stylizer]:
-        """One Stylizer per model, on ``device`` (default: the settings' own)."""
+    def stylizers(self, device: str | None = None, streams: int = 1) -> list[Stylizer]:
+        """One Stylizer per model, on ``device`` (default: the settings' own), with
+        ``streams`` (:class:`~cvstyle.Stylizer`)."""
         if self.fetch:
             from ..download import ensure_model  # requests is imported only when fetching
 
@@ -68,7 +69,7 @@ class ModelSettings:
         return [
             Stylizer(
                 spec, device=device or self.device, manifest=self.manifest, engine=self.engine,
-                input_format=self.input_format, precision=self.precision,
+                input_format=self.input_format, precision=self.precision, streams=streams,
             )
             for spec in self.models
         ]

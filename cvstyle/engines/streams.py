@@ -14,12 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 THROUGHPUT_STREAMS = 2  # measured against 1 and against more on 2 cores: docs/benchmarks.md
 
 Executor = TypeVar("Executor")
+Item = TypeVar("Item")
 
 
 def cpu_count() -> int:
@@ -56,3 +59,21 @@ class Idle(Generic[Executor]):
             yield executor
         finally:
             self.free.put(executor)
+
+
+def in_order(items: Iterable[Item], start: Callable[[Item], Future | None], ahead: int) -> Iterator[tuple[Item, Future | None]]:
+    """``(item, start(item))`` in the order of ``items``, where ``start`` hands an item's
+    work to threads (a future) or passes it on as it is (None); up to ``ahead`` items'
+    work is started beyond the one handed out, so that ``ahead`` painters stay busy
+    while the caller finishes the oldest."""
+    held: deque[tuple[Item, Future | None]] = deque()
+    running = 0
+    for item in items:
+        future = start(item)
+        held.append((item, future))
+        running += future is not None
+        while held and (running > ahead or held[0][1] is None):
+            oldest = held.popleft()
+            running -= oldest[1] is not None
+            yield oldest
+    yield from held

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import av
 import cv2
 import numpy as np
 
+from ..engines.streams import in_order
 from ..errors import ImageError, first_line
 from ..files import temporary_sibling
 from ..stylizer import fit_longer_side
@@ -126,31 +126,21 @@ class _Run:
 
     def _paint_all(self, painting: ThreadPoolExecutor, paint, painters: int, progress: Progress | None) -> None:
         """Frames to the painters, and on to the writer in order with the audio packets
-        between them; ``painters`` + 1 frames in hand, so none of the painters waits."""
+        between them."""
         expected = self.reader.frame_count()
-        in_hand: deque[tuple[object, Future | None]] = deque()
-        frames = done = 0
+        arrivals = iter(lambda: self._get(self.to_network), _END)
 
-        def hand_on(waiting: int) -> None:
-            nonlocal frames, done
-            while in_hand and (frames > waiting or in_hand[0][1] is None):
-                item, future = in_hand.popleft()
-                if future is not None:
-                    item.painted = future.result()
-                    frames -= 1
-                    done += 1
-                self._put(self.to_writer, item)
-                if future is not None and progress is not None:
-                    progress(done, expected)
+        def start(item):
+            return painting.submit(paint, item.upright) if isinstance(item, _Frame) else None
 
-        while (item := self._get(self.to_network)) is not _END:
-            if isinstance(item, _Frame):
-                in_hand.append((item, painting.submit(paint, item.upright)))
-                frames += 1
-            else:
-                in_hand.append((item, None))
-            hand_on(painters)
-        hand_on(0)
+        done = 0
+        for item, future in in_order(arrivals, start, painters):
+            if future is not None:
+                item.painted = future.result()
+                done += 1
+            self._put(self.to_writer, item)
+            if future is not None and progress is not None:
+                progress(done, expected)
 
     def _guard(self, work, *args) -> None:
         try:
