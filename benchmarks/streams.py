@@ -1,6 +1,6 @@
 """Streams: several forwards at once for folders and clips, against one forward at a time.
 
-    python benchmarks/streams.py                 # 60 photos and a 100-frame clip, 3 rounds; ~12 min on 2 quiet cores
+    python benchmarks/streams.py                 # 40 photos and a 100-frame clip, 3 rounds; ~17 min on 2 quiet cores
     python benchmarks/streams.py --quick         # 12 photos, 24 frames, 1 round
     python benchmarks/streams.py --precision fast --engine onnxruntime
 
@@ -98,8 +98,9 @@ def main() -> None:
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--precision", default="exact")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--family", choices=FAMILIES, action="append", help="default: both")
     args = parser.parse_args()
-    photos, frames, rounds = (12, 24, 1) if args.quick else (60, 100, 3)
+    photos, frames, rounds = (12, 24, 1) if args.quick else (40, 100, 3)
     rounds = args.rounds or rounds
     cpu, flags = cpu_model_and_flags()
     simd = ", ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if flag in flags)
@@ -108,7 +109,7 @@ def main() -> None:
     print(f"640x480, {photos} photos, {frames} frames, {rounds} round(s), engine {args.engine}, {args.precision}\n")
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
-        for family in FAMILIES:
+        for family in args.family or FAMILIES:
             model = write_fixture_model(folder / f"{family}.t7", family)
             runs, engine, streams = variants(model, folder, args.engine, args.precision, photos, frames)
             rates: dict[str, list[float]] = {name: [] for name in runs}
