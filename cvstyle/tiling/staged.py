@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ import numpy as np
 
 from .. import surgery
 from ..engines import build_network, load_variant, on_clear
+from ..engines.streams import throughput_streams
 from ..memory import resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
@@ -42,7 +44,9 @@ Progress = Callable[[int, int], None]
 # pass, and one window of a staged run (its inputs, outputs, normalised copies, the
 # engine's own buffers and the mapped rows of spilled maps); see docs/benchmarks.md.
 SINGLE_PASS_MAPS = 6
-STAGED_WINDOW_MAPS = {"openvino": 28}  # OpenVINO's compiled stages hold more per window
+# Per window, by engine and streams (two windows run at once on two streams); OpenVINO's
+# compiled stages hold more per window than the others.
+STAGED_WINDOW_MAPS = {("openvino", 1): 28, ("openvino", 2): 18, ("onnxruntime", 2): 9}
 STAGED_WINDOW_MAPS_DEFAULT = 16
 # Context beyond a tile's core that a stage computes, in padded-image pixels: more than
 # any one stage's convolutions reach (a 9x9 at full resolution, a 3x3 at a quarter).
@@ -63,6 +67,7 @@ class StagedNetwork:
     final: str  # the network's output
     graph: "onnx.ModelProto"  # the network the stages were cut from
     recomputed: frozenset[int]  # stages whose outputs the next stage recomputes
+    streams: int  # tiles run at once, one per stream of the stage networks
     # Resident memory the engines kept after earlier photos (buffers for their shapes),
     # which the next photo's stages reuse rather than add to.
     held: int = 0
@@ -72,7 +77,9 @@ class StagedNetwork:
         """Stages ``index - 1`` and ``index`` as one, with the normalisations between
         them frozen to ``statistics``, on ``runner``'s engine."""
         stage = _merged_stage(self.graph, self.stages, index, statistics)
-        network = build_network(stage.graph, runner.engine, runner.device, model.name, runner.precision, pooled=False)
+        network = build_network(
+            stage.graph, runner.engine, runner.device, model.name, runner.precision, pooled=False, streams=self.streams,
+        )
         return stage, StyleRunner(network, model.preprocessing, model.name)
 
     def reach(self, stage: surgery.Stage) -> Fraction:
@@ -90,9 +97,10 @@ class StagedNetwork:
         return int(SINGLE_PASS_MAPS * self.largest_map() * height * width)
 
     def window_bytes(self, side: int, engine: str) -> int:
-        """About how much memory a staged run on ``engine`` takes for one square window."""
-        maps = STAGED_WINDOW_MAPS.get(engine, STAGED_WINDOW_MAPS_DEFAULT)
-        return int(maps * self.largest_map() * side * side)
+        """About how much memory a staged run on ``engine`` takes for its square
+        windows, one per stream."""
+        maps = STAGED_WINDOW_MAPS.get((engine, self.streams), STAGED_WINDOW_MAPS_DEFAULT)
+        return int(self.streams * maps * self.largest_map() * side * side)
 
 
 def _graph(model: Model, border: int) -> "onnx.ModelProto":
@@ -118,10 +126,16 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     with probe.lock:
         shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
+    # Tiles run on two streams (cvstyle.engines.streams): while one tile's window is
+    # copied in or out of the maps, on one core, the other's runs on the other core.
     runners = [
-        load_variant(model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted, pooled=False)
+        load_variant(
+            model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted, pooled=False,
+            streams=throughput_streams(),
+        )
         for index, stage in enumerate(stages)
     ]
+    streams = runners[0].streams  # one where the engine cannot split the cores
     sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
     last_use: dict[str, int] = {}
     for index, stage in enumerate(stages):
@@ -132,7 +146,7 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     for index in recomputed:  # the next stage reads this one's inputs again
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
-    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed)
+    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed, streams)
 
 
 on_clear(staged_network.cache_clear)
@@ -231,7 +245,10 @@ class _Run:
         where = self.network.geometry[name]
         return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]), affine)
 
-    def keep(self, name: str, tile: Tile, regions, output: np.ndarray, total: StatisticsSum | None, stored: bool) -> None:
+    def keep(self, name: str, tile: Tile, regions, output: np.ndarray, summed: bool,
+             stored: bool) -> tuple[list, int] | None:
+        """Store the tile's core of ``output`` (or paint it, for the picture); its
+        per-channel moments and pixel count where ``summed``."""
         where, border = self.network.geometry[name], self.network.border
         (height, width), starts = self.padded.inner, [_extent(where, region).start for region in regions]
         rows, cols = (where.over_core(span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
@@ -239,12 +256,13 @@ class _Run:
         if name == self.network.final:
             picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
             self.result[rows, cols] = picture
-            return
-        moments = None
+            return None
+        count = block.shape[1] * block.shape[2]
         if stored:
-            moments = self.store.write(name, rows, cols, block, StatisticsSum.moments if total is not None else None)
-        if total is not None:
-            total.add(block, moments)
+            moments = self.store.write(name, rows, cols, block, StatisticsSum.moments if summed and count else None)
+        elif summed and count:
+            moments = [StatisticsSum.moments(plane) for plane in block]
+        return (moments, count) if summed and count else None
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
         stage, runner, margin = self.network.stages[index], self.network.runners[index], STAGE_MARGIN
@@ -266,14 +284,25 @@ class _Run:
             _regions(list(dict.fromkeys(spans)), reach, border, size, margin)
             for spans, size in (([tile.rows for tile in self.tiles], height), ([tile.cols for tile in self.tiles], width))
         )
-        for tile in self.tiles:
+
+        def run_tile(tile: Tile) -> list[tuple[list, int] | None]:
             regions = (rows[tile.rows], cols[tile.cols])
             feeds = {name: self.feed(name, regions) for name in stage.inputs}
             with runner.lock:
                 outputs = runner.run(feeds, stage.outputs)
-            for name, output in zip(stage.outputs, outputs):
-                self.keep(name, tile, regions, output, sums.get(name), stored)
-            progress()
+            return [self.keep(name, tile, regions, output, name in sums, stored) for name, output in zip(stage.outputs, outputs)]
+
+        # Tiles run side by side on the engine's streams, each reading, running and
+        # writing its own window; the statistics are summed in tile order.
+        tiles = ThreadPoolExecutor(max_workers=runner.streams, thread_name_prefix="cvstyle-stage")
+        try:
+            for kept in tiles.map(run_tile, self.tiles):
+                for name, summed in zip(stage.outputs, kept):
+                    if summed is not None:
+                        sums[name].add_moments(*summed)
+                progress()
+        finally:  # after an error or an interrupt, the tiles not started are dropped
+            tiles.shutdown(wait=True, cancel_futures=True)
         self.statistics.update((name, total.result()) for name, total in sums.items())
         for name, last in self.network.last_use.items():
             if last == index:

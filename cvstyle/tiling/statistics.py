@@ -79,14 +79,17 @@ class StatisticsSum:
         precision, much faster than a float64 NumPy copy."""
         return cv2.meanStdDev(plane)
 
-    def add(self, planes: np.ndarray, moments: Sequence[tuple] | None = None) -> None:
-        """Add a (channels, rows, cols) block, whose planes' :meth:`moments` may be given."""
-        if planes.shape[1] == 0 or planes.shape[2] == 0:
-            return
-        if moments is None:
-            moments = [self.moments(plane) for plane in planes]
-        mean, std = (np.array([moment[k].item() for moment in moments]) for k in (0, 1))
+    def add(self, planes: np.ndarray) -> None:
+        """Add a (channels, rows, cols) block."""
         count = planes.shape[1] * planes.shape[2]
+        if count:
+            self.add_moments([self.moments(plane) for plane in planes], count)
+
+    def add_moments(self, moments: Sequence[tuple], count: int) -> None:
+        """Add a block of ``count`` pixels per channel by its planes' :meth:`moments`."""
+        if count == 0:
+            return
+        mean, std = (np.array([moment[k].item() for moment in moments]) for k in (0, 1))
         self.total = self.total + mean * count
         self.squares = self.squares + (std**2 + mean**2) * count
         self.count += count
