@@ -8,7 +8,9 @@ without --stabilize, and what stabilising costs.
 1. Throughput: a generated 640x480 clip (a pan over samples/astronaut.png, with a sine
    tone) through ``cvstyle.video.pipeline.stylize_video`` (decode, paint, encode, audio
    copied) against ``Stylizer.stylize`` alone on the same, already decoded frames
-   (forward-only), for both fixture families on the default engine. The two are
+   (forward-only), for both fixture families on the default engine, both as ``cvstyle
+   apply`` runs a clip: on the throughput streams, as many frames at once
+   (``benchmarks/streams.py`` also compares with one stream). The two are
    interleaved (ABAB), each repetition giving one ratio of speeds (forward-only time
    over clip time), in wall time and in the process's CPU time: on a machine shared
    with other work, the CPU ratio says what the pipeline itself adds.
@@ -30,12 +32,14 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 
 from cvstyle import Stylizer
+from cvstyle.engines.streams import throughput_streams
 from cvstyle.testing import FAMILIES, write_fixture_model
 from cvstyle.video import stabilize, synthetic
 from cvstyle.video.io import PRESET, DecodedFrame, VideoReader, VideoWriter
@@ -61,12 +65,15 @@ def throughput(folder: Path, models: dict[str, Path], seconds: int, repeats: int
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for family, model in models.items():
-        painter = Stylizer(str(model))
+        painter = Stylizer(str(model), streams=throughput_streams())
         painter.stylize(clip.frames[0])  # warm-up
         forward, whole = [], []  # (wall, CPU) seconds per repetition
-        for _ in range(repeats):
-            forward.append(_timed(lambda: [painter.stylize(frame) for frame in clip.frames]))
-            whole.append(_timed(lambda: stylize_video(source, folder / "out.mp4", painter.stylize)))
+        with ThreadPoolExecutor(painter.streams) as painting:
+            for _ in range(repeats):
+                forward.append(_timed(lambda: list(painting.map(painter.stylize, clip.frames))))
+                whole.append(_timed(
+                    lambda: stylize_video(source, folder / "out.mp4", painter.stylize, painters=painter.streams)
+                ))
         wall = _ratios([f[0] / w[0] for f, w in zip(forward, whole)])
         cpu = _ratios([f[1] / w[1] for f, w in zip(forward, whole)])
         rows.append(
