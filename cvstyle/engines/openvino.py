@@ -10,6 +10,7 @@ own default on CPUs with AVX512-BF16 or AMX is bfloat16, which is ``fast``, neve
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 OPENVINO_MISSING = "the openvino engine needs openvino: pip install -e '.[openvino]'"
 CPU, GPU = "CPU", "GPU"
+# A first forward makes OpenVINO's Python binding initialise function-local statics while
+# it holds the GIL; two first forwards at once (two streams) can deadlock there, so each
+# network's first forward runs alone.
+_FIRST_FORWARD = threading.Lock()
 # OpenVINO's errors open with where in its sources they were raised; the reason follows.
 _SOURCE_LINES = ("Exception from ", "Check ", "FrontEnd API failed", "Summary:", "To facilitate")
 
@@ -129,13 +134,19 @@ class OpenVinoNetwork:
         except (RuntimeError, ValueError, TypeError) as error:  # OpenVINO's untyped failures
             raise ModelError(f"{name}: openvino cannot compile this model ({reason(error)})") from None
         self.requests = Idle([self.compiled.create_infer_request() for _ in range(self.streams)])
+        self.warm = False  # whether a forward has run
         self.input_names = [value.any_name for value in self.compiled.inputs]
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if len(feeds) == 1 and len(self.input_names) == 1:
             feeds = {self.input_names[0]: next(iter(feeds.values()))}
         with self.requests.take() as request:
-            results = request.infer(feeds)  # copies out of the request's own buffers
+            if self.warm:
+                results = request.infer(feeds)  # copies out of the request's own buffers
+            else:
+                with _FIRST_FORWARD:
+                    results = request.infer(feeds)
+                    self.warm = True
         if not outputs:
             return [results[value] for value in self.compiled.outputs]
         return [results[self.compiled.output(name)] for name in outputs]
