@@ -176,7 +176,7 @@ def run_jobs(
     options = stylize_options or {}
     report = BatchReport()
     videos = {job.source for job in jobs if is_video(job.source)}
-    painters = max((job.stylizer.streams for job in jobs if isinstance(job.stylizer, Stylizer)), default=1)
+    painters = max((job.stylizer.streams for job in jobs), default=1)
     with (
         ThreadPoolExecutor(max_workers=2, thread_name_prefix="cvstyle-io") as pool,
         ThreadPoolExecutor(max_workers=painters, thread_name_prefix="cvstyle-paint") as painting,
