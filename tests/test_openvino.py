@@ -68,6 +68,39 @@ def test_one_compiled_model_for_every_size(instance_norm_model, cat_bgr):
     assert (runner.engine, runner.device, runner.precision) == ("openvino", "cpu", "exact")
 
 
+def test_a_shape_that_comes_back_runs_on_a_model_of_its_own(fixture_model, cat_bgr):
+    """Frames of one size: from the second on, a model compiled for that size, still
+    the float64 reference within 1; other sizes keep the any-size model; the most
+    recently used shapes are kept, the oldest dropped."""
+    runner = load_runner(fixture_model, "openvino", "cpu")
+    network = runner.network
+    frame = _resized(cat_bgr, 99, 131)
+    expected = reference_net.stylize(torch7.load(fixture_model)["model"], frame)
+    first = runner(frame)
+    assert not network.shape_models
+    again = [runner(frame) for _ in range(2)]
+    assert len(network.shape_models) == 1
+    (shape, specialised), = network.shape_models.items()
+    assert specialised.compiled.inputs[0].get_partial_shape().is_static
+    assert [list(dims) for _, dims in shape] == [[1, 3, 100, 132]]  # the network's padded size
+    for result in [first, *again]:
+        assert np.abs(result.astype(np.float64) - expected).max() <= 1.0
+    runner(_resized(cat_bgr, 51, 77))  # seen once: the any-size model
+    assert len(network.shape_models) == 1
+    for height, width in [(51, 77), (51, 77), (65, 41), (65, 41)]:
+        runner(_resized(cat_bgr, height, width))
+    assert [dims[2:] for ((_, dims),) in network.shape_models] == [(52, 80), (68, 44)]
+
+
+def test_staged_stage_networks_keep_one_model(instance_norm_model):
+    """Staged runs hold their memory tight: no models per shape."""
+    network = engines.build_network(open_model(instance_norm_model).graph, "openvino", "cpu", "m", pooled=False)
+    blob = np.zeros((1, 3, 64, 64), np.float32)
+    for _ in range(3):
+        network.run({"input": blob})
+    assert not network.shape_models
+
+
 def test_tiles_equal_one_pass_and_frozen_statistics_agree_with_onnxruntime(instance_norm_model, cat_bgr):
     """Exact statistics (staged runs) give the untiled picture; estimated statistics
     frozen into the tiles give what ONNX Runtime gives with them."""

@@ -1,16 +1,20 @@
 """OpenVINO as an engine: Intel's runtime, on the CPU (or an Intel GPU via OpenCL).
 
 The graph is compiled once with its height and width left free, so photos, frames and
-tiles of every size run on the same compiled model (OpenVINO's CPU plugin prepares its
-kernels per shape and keeps them). The precision is always set explicitly: OpenVINO's
-own default on CPUs with AVX512-BF16 or AMX is bfloat16, which is ``fast``, never
-``exact``.
+tiles of every size run on the same compiled model. A shape that comes back (the frames
+of a live stream or a clip, a folder of same-sized photos, the tiles of a large photo)
+gets a model compiled for that shape alone, which OpenVINO runs faster than the free one
+(docs/benchmarks.md); the free one keeps serving every other shape. The precision is
+always set explicitly: OpenVINO's own default on CPUs with AVX512-BF16 or AMX is
+bfloat16, which is ``fast``, never ``exact``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -24,12 +28,18 @@ from .streams import Idle
 if TYPE_CHECKING:
     import onnx
 
+log = logging.getLogger(__name__)
 OPENVINO_MISSING = "the openvino engine needs openvino: pip install -e '.[openvino]'"
 CPU, GPU = "CPU", "GPU"
 # A first forward makes OpenVINO's Python binding initialise function-local statics while
 # it holds the GIL; two first forwards at once (two streams) can deadlock there, so each
 # network's first forward runs alone.
 _FIRST_FORWARD = threading.Lock()
+# A shape gets its own compiled model at its second forward; the most recently used
+# few are kept (each holds its own working memory).
+SHAPE_REPEATS = 2
+SHAPE_MODELS = 2
+SHAPES_COUNTED = 16  # shapes remembered while counting their forwards
 # OpenVINO's errors open with where in its sources they were raised; the reason follows.
 _SOURCE_LINES = ("Exception from ", "Check ", "FrontEnd API failed", "Summary:", "To facilitate")
 
@@ -105,16 +115,46 @@ def _any_size(model, openvino) -> None:
             model.reshape({value.any_name: openvino.PartialShape([1, shape[1], -1, -1])})
 
 
+class _Compiled:
+    """A compiled model and its infer requests, one per stream."""
+
+    def __init__(self, compiled, streams: int):
+        self.compiled = compiled
+        self.requests = Idle([compiled.create_infer_request() for _ in range(streams)])
+        self.warm = False  # whether a forward has run
+        self.running = 0  # forwards in flight
+
+    def infer(self, feeds: dict[str, np.ndarray]):
+        with self.requests.take() as request:
+            self.running += 1
+            try:
+                if self.warm:
+                    return request.infer(feeds)  # copies out of the request's own buffers
+                with _FIRST_FORWARD:
+                    results = request.infer(feeds)
+                    self.warm = True
+                return results
+            finally:
+                self.running -= 1
+
+    def release_memory(self) -> None:
+        """Hand back the working memory of forwards past, if none is running."""
+        if not self.running:
+            self.compiled.release_memory()
+
+
 class OpenVinoNetwork:
     """An ONNX graph compiled by OpenVINO. ``precision`` is what it runs: ``exact``
     (float32) or ``fast`` (bfloat16 on the CPU, float16 on a GPU). ``streams`` > 1 on
     the CPU: that many forwards may run at once, each on its share of the cores
-    (:mod:`.streams`)."""
+    (:mod:`.streams`). ``per_shape``: shapes that come back get a compiled model of their
+    own (each with its own working memory; staged runs, which keep memory tight, go
+    without)."""
 
     engine = "openvino"
 
     def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model",
-                 wanted: str = precision.EXACT, streams: int = 1):
+                 wanted: str = precision.EXACT, streams: int = 1, per_shape: bool = True):
         openvino = _openvino()
         core = _core()
         target = _target(device, core.available_devices)
@@ -122,31 +162,58 @@ class OpenVinoNetwork:
         self.device = "cpu" if target == CPU else "opencl"
         self.precision = precision.FAST if hint != "f32" else precision.EXACT
         self.streams = streams if target == CPU else 1
-        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        self.config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if self.streams > 1:
-            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
+            self.config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=self.streams)
+        self.target, self.name = target, name
         try:
             if target == CPU:  # measured on CPUs only (cvstyle.fast_graph)
                 graph = fast_graph.faster_graph(graph)
-            model = core.read_model(graph.SerializeToString(), b"")
-            _any_size(model, openvino)
-            self.compiled = core.compile_model(model, target, config)
+            self.model = core.read_model(graph.SerializeToString(), b"")
+            _any_size(self.model, openvino)
+            self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams)
         except (RuntimeError, ValueError, TypeError) as error:  # OpenVINO's untyped failures
             raise ModelError(f"{name}: openvino cannot compile this model ({reason(error)})") from None
-        self.requests = Idle([self.compiled.create_infer_request() for _ in range(self.streams)])
-        self.warm = False  # whether a forward has run
+        self.compiled = self.any_size.compiled
         self.input_names = [value.any_name for value in self.compiled.inputs]
+        self.per_shape = per_shape
+        self.forwards: OrderedDict[tuple, int] = OrderedDict()  # per input shape
+        self.shape_models: OrderedDict[tuple, _Compiled] = OrderedDict()
+        self.shape_lock = threading.Lock()
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if len(feeds) == 1 and len(self.input_names) == 1:
             feeds = {self.input_names[0]: next(iter(feeds.values()))}
-        with self.requests.take() as request:
-            if self.warm:
-                results = request.infer(feeds)  # copies out of the request's own buffers
-            else:
-                with _FIRST_FORWARD:
-                    results = request.infer(feeds)
-                    self.warm = True
+        chosen = self._for_shape(feeds) if self.per_shape else self.any_size
+        results = chosen.infer(feeds)
         if not outputs:
-            return [results[value] for value in self.compiled.outputs]
-        return [results[self.compiled.output(name)] for name in outputs]
+            return [results[i] for i in range(len(self.compiled.outputs))]
+        return [results[chosen.compiled.output(name)] for name in outputs]
+
+    def _for_shape(self, feeds: dict[str, np.ndarray]) -> _Compiled:
+        """The compiled model for these inputs' shape: its own once it has come back,
+        the any-size one before (and if compiling it for the shape fails)."""
+        shape = tuple((name, value.shape) for name, value in sorted(feeds.items()))
+        with self.shape_lock:
+            if shape in self.shape_models:
+                self.shape_models.move_to_end(shape)
+                return self.shape_models[shape]
+            self.forwards[shape] = self.forwards.pop(shape, 0) + 1
+            if len(self.forwards) > SHAPES_COUNTED:
+                self.forwards.popitem(last=False)
+            if self.forwards[shape] < SHAPE_REPEATS:
+                return self.any_size
+            del self.forwards[shape]
+            try:
+                fixed = self.model.clone()
+                fixed.reshape({name: list(dims) for name, dims in shape})
+                compiled = _Compiled(_core().compile_model(fixed, self.target, self.config), self.streams)
+            except (RuntimeError, ValueError, TypeError) as error:
+                log.info("%s: openvino kept its any-size model for %s (%s)", self.name, shape, reason(error))
+                return self.any_size
+            self.shape_models[shape] = compiled
+            if len(self.shape_models) > SHAPE_MODELS:
+                self.shape_models.popitem(last=False)
+            # The memory the any-size model kept for this shape is the new model's now.
+            self.any_size.release_memory()
+            return compiled

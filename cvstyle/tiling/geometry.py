@@ -28,20 +28,25 @@ class Span:
 
 
 def plan_spans(length: int, max_core: int, margin: int) -> list[Span]:
-    """Split ``length`` into equal cores of at most ``max_core``, aligned to the stride."""
+    """Split ``length`` into equal cores of at most ``max_core``, aligned to the stride,
+    each with at least ``margin`` of context where the image goes on. Windows are all
+    of one length (those at the edges reach further inwards: more context never changes
+    a core), so that an engine sees one input shape for the whole photo."""
     if max_core % SIZE_MULTIPLE or margin % SIZE_MULTIPLE:
         raise ValueError(f"tile and margin must be multiples of {SIZE_MULTIPLE}")
     padded = ceil_to(length, SIZE_MULTIPLE)
     core = ceil_to(math.ceil(padded / math.ceil(padded / max_core)), SIZE_MULTIPLE)
-    return [
-        Span(
+    window = min(core + 2 * margin, padded)
+    spans = []
+    for start in range(0, padded, core):
+        window_start = min(max(start - margin, 0), padded - window)
+        spans.append(Span(
             (start, min(start + core, padded)),
-            (max(start - margin, 0), min(start + core + margin, padded)),
+            (window_start, window_start + window),
             first=start == 0,
             last=start + core >= padded,
-        )
-        for start in range(0, padded, core)
-    ]
+        ))
+    return spans
 
 
 @dataclass(frozen=True)
