@@ -88,11 +88,12 @@ def build_network(
     """An in-memory graph loaded on ``engine``, uncached. Its ``precision`` says whether
     it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``).
     ``pooled``: the engine may keep working memory between runs (ONNX Runtime's arena,
-    OpenVINO's models compiled per shape), the fastest for a network run again and again; staged runs, which run many
+    OpenVINO's buffers and models compiled per shape), the fastest for a network run
+    again and again; staged runs, which run many
     networks in turn, hand the memory back after each run instead. ``streams``: forwards
     that may run at once, on engines that can split the cores (:mod:`.streams`)."""
     if engine == "openvino":
-        return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams, per_shape=pooled)
+        return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams, pooled)
     if engine == "onnxruntime":
         return ort_engine.OnnxRuntimeNetwork(graph, device, name, pooled, streams)
     return OpenCvNetwork(read_graph(graph, name), device, classic=not has_new_engine())

@@ -116,17 +116,22 @@ def _any_size(model, openvino) -> None:
 
 
 class _Compiled:
-    """A compiled model and its infer requests, one per stream."""
+    """A compiled model and its infer requests, one per stream. ``pooled``: it keeps
+    its working memory between forwards; without, the last forward running hands it
+    back."""
 
-    def __init__(self, compiled, streams: int):
+    def __init__(self, compiled, streams: int, pooled: bool = True):
         self.compiled = compiled
         self.requests = Idle([compiled.create_infer_request() for _ in range(streams)])
+        self.pooled = pooled
         self.warm = False  # whether a forward has run
         self.running = 0  # forwards in flight
+        self.lock = threading.Lock()  # a forward never starts while the memory is handed back
 
     def infer(self, feeds: dict[str, np.ndarray]):
         with self.requests.take() as request:
-            self.running += 1
+            with self.lock:
+                self.running += 1
             try:
                 if self.warm:
                     return request.infer(feeds)  # copies out of the request's own buffers
@@ -135,26 +140,30 @@ class _Compiled:
                     self.warm = True
                 return results
             finally:
-                self.running -= 1
+                with self.lock:
+                    self.running -= 1
+                    if not self.pooled and not self.running:
+                        self.compiled.release_memory()
 
     def release_memory(self) -> None:
         """Hand back the working memory of forwards past, if none is running."""
-        if not self.running:
-            self.compiled.release_memory()
+        with self.lock:
+            if not self.running:
+                self.compiled.release_memory()
 
 
 class OpenVinoNetwork:
     """An ONNX graph compiled by OpenVINO. ``precision`` is what it runs: ``exact``
     (float32) or ``fast`` (bfloat16 on the CPU, float16 on a GPU). ``streams`` > 1 on
     the CPU: that many forwards may run at once, each on its share of the cores
-    (:mod:`.streams`). ``per_shape``: shapes that come back get a compiled model of their
-    own (each with its own working memory; staged runs, which keep memory tight, go
-    without)."""
+    (:mod:`.streams`). ``pooled``: it keeps working memory between forwards, and shapes
+    that come back get a compiled model of their own (each with its own memory); staged
+    runs, which run many networks in turn, hand the memory back after each forward."""
 
     engine = "openvino"
 
     def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model",
-                 wanted: str = precision.EXACT, streams: int = 1, per_shape: bool = True):
+                 wanted: str = precision.EXACT, streams: int = 1, pooled: bool = True):
         openvino = _openvino()
         core = _core()
         target = _target(device, core.available_devices)
@@ -171,12 +180,12 @@ class OpenVinoNetwork:
                 graph = fast_graph.faster_graph(graph)
             self.model = core.read_model(graph.SerializeToString(), b"")
             _any_size(self.model, openvino)
-            self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams)
+            self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams, pooled)
         except (RuntimeError, ValueError, TypeError) as error:  # OpenVINO's untyped failures
             raise ModelError(f"{name}: openvino cannot compile this model ({reason(error)})") from None
         self.compiled = self.any_size.compiled
         self.input_names = [value.any_name for value in self.compiled.inputs]
-        self.per_shape = per_shape
+        self.pooled = pooled
         self.forwards: OrderedDict[tuple, int] = OrderedDict()  # per input shape
         self.shape_models: OrderedDict[tuple, _Compiled] = OrderedDict()
         self.shape_lock = threading.Lock()
@@ -184,7 +193,7 @@ class OpenVinoNetwork:
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         if len(feeds) == 1 and len(self.input_names) == 1:
             feeds = {self.input_names[0]: next(iter(feeds.values()))}
-        chosen = self._for_shape(feeds) if self.per_shape else self.any_size
+        chosen = self._for_shape(feeds) if self.pooled else self.any_size
         results = chosen.infer(feeds)
         if not outputs:
             return [results[i] for i in range(len(self.compiled.outputs))]
