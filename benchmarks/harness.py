@@ -50,7 +50,7 @@ class Plan:
 FULL = Plan(
     quick=False, forward_sizes=SIZES, forward_repeat=5, apply_repeat=5, batch_images=20, batch_trials=2,
     large_sizes=LARGE, live_sizes=((320, 240), (640, 480)), live_frames=12,
-    engine_sizes=((640, 480), (1024, 768)), engine_repeat=5,
+    engine_sizes=((640, 480), (1024, 768)), engine_repeat=9,
     settings_size=(640, 480), settings_repeat=5,
 )
 QUICK = Plan(

@@ -69,8 +69,9 @@ def _interleaved(runners: dict, frame: np.ndarray, repeat: int) -> dict:
     """(median wall ms, median CPU ms) per configuration, frames interleaved."""
     wall = {key: [] for key in runners}
     cpu = {key: [] for key in runners}
-    for run in runners.values():
-        run(frame)
+    for _ in range(2):  # warm-ups: OpenVINO compiles a model for a size that comes back
+        for run in runners.values():
+            run(frame)
     for _ in range(repeat):
         for key, run in runners.items():
             start, start_cpu = time.perf_counter(), time.process_time()
