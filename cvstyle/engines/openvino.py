@@ -134,7 +134,9 @@ class _Compiled:
                 self.running += 1
             try:
                 if self.warm:
-                    return request.infer(feeds)  # copies out of the request's own buffers
+                    # Inputs read where they lie (a staged window's copy less); outputs
+                    # copied out of the request's buffers, which the next forward reuses.
+                    return request.infer(feeds, share_inputs=True)
                 with _FIRST_FORWARD:
                     results = request.infer(feeds)
                     self.warm = True
