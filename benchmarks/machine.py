@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -55,6 +56,15 @@ def project_commit() -> str:
 
 def load_average() -> str:
     return " / ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def machine_line() -> str:
+    """One line for a standalone benchmark's output: CPU, cores, versions, commit, load, time."""
+    cpu, flags = cpu_model_and_flags()
+    simd = ", ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if flag in flags)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cpu} ({simd}), {usable} cores; {package_versions()}; commit {project_commit()}; "
+            f"load {load_average()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
 def machine_description(plan: Plan) -> str:

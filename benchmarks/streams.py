@@ -23,7 +23,6 @@ issues ask for, per round and their median.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from cvstyle.video import synthetic
 from cvstyle.video.pipeline import stylize_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import cpu_model_and_flags, load_average, package_versions, project_commit  # noqa: E402
+from machine import machine_line  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 SIZE = (640, 480)
@@ -102,10 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     photos, frames, rounds = (12, 24, 1) if args.quick else (40, 100, 3)
     rounds = args.rounds or rounds
-    cpu, flags = cpu_model_and_flags()
-    simd = ", ".join(flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if flag in flags)
-    print(f"{cpu} ({simd}), {len(os.sched_getaffinity(0))} cores; {package_versions()}; "
-          f"commit {project_commit()}; load {load_average()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(machine_line())
     print(f"640x480, {photos} photos, {frames} frames, {rounds} round(s), engine {args.engine}, {args.precision}\n")
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
