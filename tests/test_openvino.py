@@ -93,6 +93,25 @@ def test_a_shape_that_comes_back_runs_on_a_model_of_its_own(fixture_model, cat_b
     assert [dims[2:] for ((_, dims),) in network.shape_models] == [(52, 80), (68, 44)]
 
 
+def test_a_shape_openvino_cannot_compile_stays_on_the_any_size_model(instance_norm_model, cat_bgr, monkeypatch):
+    runner = load_runner(instance_norm_model, "openvino", "cpu")
+    network = runner.network
+    frame = _resized(cat_bgr, 60, 80)
+    first = runner(frame)
+    attempts = []
+
+    class FailingCore:
+        def compile_model(self, *args):
+            attempts.append(args)
+            raise RuntimeError("Exception from src/plugin.cpp:1:\nout of memory for this shape")
+
+    monkeypatch.setattr(ov_engine, "_core", FailingCore)
+    results = [runner(frame) for _ in range(3)]
+    assert len(attempts) == 1  # tried once, not at every forward
+    assert list(network.shape_models.values()) == [network.any_size]
+    assert all(np.array_equal(result, first) for result in results)
+
+
 KEPT_MEMORY_SCRIPT = """
 import sys
 import numpy as np

@@ -220,11 +220,12 @@ class OpenVinoNetwork:
                 fixed.reshape({name: list(dims) for name, dims in shape})
                 compiled = _Compiled(_core().compile_model(fixed, self.target, self.config), self.streams)
             except (RuntimeError, ValueError, TypeError) as error:
-                log.info("%s: openvino kept its any-size model for %s (%s)", self.name, shape, reason(error))
-                return self.any_size
+                log.info("%s: openvino keeps its any-size model for %s (%s)", self.name, shape, reason(error))
+                compiled = self.any_size  # not tried again while the shape is kept
             self.shape_models[shape] = compiled
             if len(self.shape_models) > SHAPE_MODELS:
                 self.shape_models.popitem(last=False)
-            # The memory the any-size model kept for this shape is the new model's now.
-            self.any_size.release_memory()
+            if compiled is not self.any_size:
+                # The memory the any-size model kept for this shape is the new model's now.
+                self.any_size.release_memory()
             return compiled
