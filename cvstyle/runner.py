@@ -143,10 +143,13 @@ class StyleRunner:
         if prep.scale != 1.0:
             planes = planes / np.float32(prep.scale)
         # cv2.add rounds half to even and saturates into uint8 as np.rint + np.clip do,
-        # plane by plane, in a fraction of the NumPy expression's time.
-        return cv2.merge(
-            [cv2.add(plane, mean, dtype=cv2.CV_8U) for plane, mean in zip(planes, prep.mean_bgr)]
-        )
+        # plane by plane, in a fraction of the NumPy expression's time. OpenCV 5.1 takes a
+        # 1x1 array beside a number for two scalars (a 4x1 result), so a one-pixel plane
+        # gets its mean as an array.
+        return cv2.merge([
+            cv2.add(plane, mean if plane.size > 1 else np.full_like(plane, mean), dtype=cv2.CV_8U)
+            for plane, mean in zip(planes, prep.mean_bgr)
+        ])
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         height, width = bgr.shape[:2]

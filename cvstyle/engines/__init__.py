@@ -27,7 +27,7 @@ from . import onnxruntime as ort_engine
 from . import openvino as ov_engine
 from . import ranking
 from .opencv import (
-    DEVICES, OpenCvNetwork, cuda_available, has_new_engine, has_torch_importer, read_graph,
+    DEVICES, OpenCvNetwork, cuda_available, has_classic_engine, has_new_engine, has_torch_importer, read_graph,
     read_onnx_file, read_torch,
 )
 
@@ -119,10 +119,10 @@ def _whole_opencv_network(model: Model, device: str) -> Network:
     """The model itself on OpenCV, read from its file (a `.t7` by the Torch importer
     where there is one, else the `.onnx` or the `.t7`'s kept conversion)."""
     if model.is_onnx:
-        return OpenCvNetwork(read_onnx_file(model.path), device)
+        return OpenCvNetwork(read_onnx_file(model.path), device, classic=has_classic_engine())
     if has_torch_importer():
         return OpenCvNetwork(read_torch(model.path), device)
-    return OpenCvNetwork(read_onnx_file(cached_onnx(model.path, model.tree)), device)
+    return OpenCvNetwork(read_onnx_file(cached_onnx(model.path, model.tree)), device, classic=has_classic_engine())
 
 
 _cache: OrderedDict[tuple, StyleRunner] = OrderedDict()

@@ -72,13 +72,20 @@ def read_torch(path: str | os.PathLike) -> cv2.dnn.Net:
 
 def has_new_engine() -> bool:
     """Whether this is OpenCV 5, whose in-memory ONNX graphs run on its new engine."""
-    return hasattr(cv2.dnn, "ENGINE_CLASSIC")
+    return int(cv2.__version__.split(".")[0]) >= 5
+
+
+def has_classic_engine() -> bool:
+    """Whether ONNX files can run on OpenCV's classic engine, which runs on every device:
+    OpenCV 4 has no other, 5.0 takes it when asked by name, 5.1 has the new engine only
+    (CPU only)."""
+    return not has_new_engine() or hasattr(cv2.dnn, "ENGINE_CLASSIC")
 
 
 def read_onnx_file(path: str | os.PathLike) -> cv2.dnn.Net:
-    """An ONNX file through the ONNX importer's classic engine, which runs on every
-    device (OpenCV 5's new engine runs on the CPU only)."""
-    classic = (cv2.dnn.ENGINE_CLASSIC,) if has_new_engine() else ()
+    """An ONNX file through the ONNX importer, on the classic engine where this OpenCV
+    has one and needs asking (:func:`has_classic_engine`)."""
+    classic = (cv2.dnn.ENGINE_CLASSIC,) if hasattr(cv2.dnn, "ENGINE_CLASSIC") else ()
     try:
         with quiet_opencv():
             return cv2.dnn.readNetFromONNX(os.fspath(path), *classic)
@@ -119,8 +126,8 @@ class OpenCvNetwork:
             net.setPreferableTarget(target)
         elif self.device != "cpu":
             raise CvstyleError(
-                f"OpenCV {cv2.__version__} runs tiles on the CPU only: use --device cpu "
-                "or --engine onnxruntime"
+                f"OpenCV {cv2.__version__} runs this on the CPU only (its new DNN engine has no "
+                "other device yet): use --device cpu or --engine onnxruntime"
             )
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
