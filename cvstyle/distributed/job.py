@@ -23,8 +23,9 @@ from .sources import expand_sources
 # Each block costs the actor a fixed overhead (Ray's task, the first read and the last
 # write not overlapped); a dead actor's retry redoes at most one block.
 ROWS_PER_BLOCK = 16
-# Blocks an actor works on at once: one block's first read and last write overlap the
-# other's painting (its Stylizers' streams still bound the forwards in flight).
+# Blocks an actor works on at once: one block's first read and last write (or its last
+# photos, which leave a stream idle) overlap the other's painting; its Stylizers'
+# streams still bound the forwards in flight.
 BLOCKS_PER_ACTOR = 2
 IMAGES_PER_BATCH = 4  # stylize_dataset's batches carry the pixels themselves: kept small
 _ERRORS = {cls.exit_code: cls for cls in (CvstyleError, ImageError, ModelError, DownloadError)}
@@ -137,10 +138,14 @@ def _stylized_rows(ray, rows: list[dict], settings: tuple, cluster: ClusterSetti
     blocks = -(-len(rows) // per_block)
     return ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
         FileStylizer, fn_constructor_args=settings, batch_size=per_block,
-        compute=ray.data.ActorPoolStrategy(
-            size=actors, max_concurrent_calls_per_actor=BLOCKS_PER_ACTOR, enable_true_multi_threading=True,
-        ),
-        num_cpus=cpus, num_gpus=gpus or None,
+        compute=_actor_pool(ray, actors), num_cpus=cpus, num_gpus=gpus or None,
+    )
+
+
+def _actor_pool(ray, actors: int):
+    """``actors`` actors, each working on :data:`BLOCKS_PER_ACTOR` blocks at once."""
+    return ray.data.ActorPoolStrategy(
+        size=actors, max_concurrent_calls_per_actor=BLOCKS_PER_ACTOR, enable_true_multi_threading=True,
     )
 
 
@@ -243,6 +248,6 @@ def stylize_dataset(
 
     return dataset.map_batches(
         ArrayStylizer, fn_constructor_args=(settings, stylize_options, column, rgb),
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor,
+        batch_size=batch_size, compute=_actor_pool(ray, actors), num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )
