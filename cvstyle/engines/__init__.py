@@ -89,9 +89,9 @@ def build_network(
     it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``).
     ``pooled``: the engine may keep working memory between runs (ONNX Runtime's arena,
     OpenVINO's buffers and models compiled per shape), the fastest for a network run
-    again and again; staged runs, which run many
-    networks in turn, hand the memory back after each run instead. ``streams``: forwards
-    that may run at once, on engines that can split the cores (:mod:`.streams`)."""
+    again and again; staged runs, which run many networks in turn, hand the memory back
+    after each run instead. ``streams``: forwards that may run at once, on engines that
+    can split the cores (:mod:`.streams`)."""
     if engine == "openvino":
         return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams, pooled)
     if engine == "onnxruntime":

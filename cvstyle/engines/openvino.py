@@ -144,8 +144,8 @@ class _Compiled:
             finally:
                 with self.lock:
                     self.running -= 1
-                    if not self.pooled and not self.running:
-                        self.compiled.release_memory()
+                if not self.pooled:
+                    self.release_memory()
 
     def release_memory(self) -> None:
         """Hand back the working memory of forwards past, if none is running."""
