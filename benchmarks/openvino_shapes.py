@@ -57,7 +57,7 @@ def main() -> int:
                     "openvino, any-size model": lambda b: openvino.any_size.infer({openvino.input_names[0]: b}),
                     "openvino, model for the shape": lambda b: openvino.run({INPUT: b}),
                 }
-                for _ in range(2):  # warm-ups; the second compiles the model for the shape
+                for _ in range(engines.WARM_UP_FORWARDS):  # the last compiles the model for the shape
                     outputs = {name: call(blob) for name, call in calls.items()}
                 assert openvino.shape_models, "no model was compiled for the shape"
                 any_size = outputs["openvino, any-size model"][0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -183,3 +185,32 @@ def test_bad_onnx_files(tmp_path, engine):
     garbage.write_bytes(b"<html>not a model</html>")
     with pytest.raises(ModelError, match="not an ONNX model|cannot load this model"):
         load_runner(garbage, engine, "cpu")
+
+
+SHARED_ARENA_SCRIPT = """
+import sys
+import numpy as np
+from cvstyle import engines
+from cvstyle.memory import resident_memory
+from cvstyle.model import open_model
+graph = open_model(sys.argv[1]).graph
+networks = [engines.build_network(graph, "onnxruntime", "cpu", "m", pooled=sys.argv[2] == "pooled") for _ in range(4)]
+blob = np.zeros((1, 3, 640, 640), np.float32)
+before = resident_memory()
+for network in networks:
+    network.run({"input": blob})
+print(resident_memory() - before)
+"""
+
+
+def test_unpooled_onnxruntime_sessions_share_one_arena(model_copy):
+    """A staged run's stage networks (unpooled) run in turn on one arena: four of them
+    keep one forward's working memory (no fresh memory to fault in at every run), where
+    four pooled sessions keep four."""
+    kept = {}
+    for mode in ("pooled", "unpooled"):
+        done = subprocess.run([sys.executable, "-c", SHARED_ARENA_SCRIPT, str(model_copy), mode],
+                              capture_output=True, text=True, timeout=300, check=True)
+        kept[mode] = int(done.stdout.split()[-1])
+    # A forward's working memory: several 640x640 maps of 16 channels, 26 MB each.
+    assert kept["pooled"] > 4 * (40 << 20) and kept["pooled"] / 8 < kept["unpooled"] < kept["pooled"] / 2, kept

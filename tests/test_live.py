@@ -14,7 +14,7 @@ import pytest
 from cvstyle import live
 from cvstyle.cli import main
 from cvstyle.errors import CvstyleError, ImageError
-from cvstyle.live.painter import WARM_UP_PASSES
+from cvstyle.engines import WARM_UP_FORWARDS
 
 WIDTH, HEIGHT = 64, 48
 
@@ -279,7 +279,7 @@ def test_file_source_processes_every_frame_in_order(video):
         assert (source.frame_count, source.frame_size, source.live) == (12, (WIDTH, HEIGHT), False)
         report = live.run(source, live.Painter([slow]))
     assert (report.frames, report.dropped) == (12, 0)
-    assert len(slow.calls) == WARM_UP_PASSES + 12  # the warm-up, then one per frame
+    assert len(slow.calls) == WARM_UP_FORWARDS + 12  # the warm-up, then one per frame
 
 
 def test_stream_url_is_read_like_a_camera(video):
@@ -440,7 +440,7 @@ def test_keys_drive_the_loop(tmp_path, video, monkeypatch):
     with live.VideoFileSource(video) as source:
         report = live.run(source, live.Painter([stylizer]), window=window, notify=messages.append)
     assert report.frames == 6 and not report.interrupted
-    assert stylizer.calls[WARM_UP_PASSES][1:] == (False, 1.0)
+    assert stylizer.calls[WARM_UP_FORWARDS][1:] == (False, 1.0)
     assert stylizer.calls[-1][1:] == (True, 0.9)
     assert [image.shape[1] for image in window.shown] == [WIDTH] * 4 + [2 * WIDTH] * 2
     (snapshot,) = tmp_path.glob("cvstyle-*.png")
@@ -466,4 +466,4 @@ def test_pause_holds_the_frame_and_rerenders_on_changes(video):
     # Frames 0 and 1 (resumed after the pause): the pause read nothing new, and the
     # 'c' while paused re-rendered the held frame with the colours kept.
     assert report.frames == 2
-    assert [call[1] for call in stylizer.calls[WARM_UP_PASSES:]] == [False, True, True]
+    assert [call[1] for call in stylizer.calls[WARM_UP_FORWARDS:]] == [False, True, True]

@@ -111,6 +111,63 @@ def test_files_are_removed_after_an_error_or_an_interrupt(failure, instance_norm
     assert not list(spill_folder.iterdir())
 
 
+def test_freed_maps_memory_goes_to_the_next_map_that_fits(tmp_path):
+    """A later map of about the same size takes a freed map's memory (no fresh pages to
+    fault in); one much smaller does not; trim hands back what no map took."""
+    with activations.ActivationStore(ram_budget=10**8, disk_needed=0, folder=tmp_path) as store:
+        store.allocate("first", (4, 100, 100))
+        first = store.arrays["first"]
+        first[:] = 7.0
+        store.free("first")
+        assert store.ram_used == first.nbytes  # kept for the next map, still counted
+        store.allocate("second", (4, 99, 100))
+        assert np.shares_memory(store.arrays["second"], first) and store.arrays["second"].shape == (4, 99, 100)
+        store.free("second")
+        store.allocate("small", (1, 10, 10))
+        assert not np.shares_memory(store.arrays["small"], first)
+        store.trim()
+        assert store.ram_used == store.arrays["small"].nbytes and not store.spare
+
+
+def test_spare_memory_gives_way_to_a_new_map_within_the_budget(tmp_path):
+    size = 4 * 100 * 100 * 4
+    with activations.ActivationStore(ram_budget=2 * size, disk_needed=size, folder=tmp_path) as store:
+        store.allocate("a", (4, 100, 100))
+        store.allocate("b", (4, 100, 100))
+        store.free("a")
+        store.allocate("c", (8, 100, 100))  # too large for a's memory, which is dropped for it
+        assert "c" in store.files and store.ram_used == size and not store.spare
+        store.free("b")
+        store.allocate("d", (2, 100, 100))  # b's memory, twice as large, is not taken
+        assert "d" in store.arrays and store.ram_used == size + size // 2
+
+
+def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance_norm_model, monkeypatch):
+    """Writing maps to files is slower than smaller tiles down to MIN_UNSPILLED_CORE: a
+    budget that holds all the maps and such a tile spills nothing; a tighter one spills
+    and gives the tile half of what is free."""
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    model = open_model(instance_norm_model)
+    monkeypatch.setattr(tiling, "resident_memory", lambda: 0)
+    bgr = np.zeros((3000, 4000, 3), np.uint8)
+    network = staged.staged_network(model, runner)
+    inner = tiling.PaddedImage(bgr, network.border).inner
+    maps = staged.stored_bytes(network, *inner)
+    margin = tiling.DEFAULT_SETTINGS.margin
+
+    def plan(budget: int) -> tuple[int, int]:
+        core, ram = tiling._staged_plan(runner, model, bgr, 2048, margin, budget)
+        window = network.window_bytes(core + 2 * (margin + network.border), runner.engine)
+        assert ram + window + 2 * bgr.nbytes <= budget
+        return core, staged.disk_needed(network, *inner, ram)
+
+    roomy = 2 * bgr.nbytes + 1.1 * maps + network.window_bytes(640 + 2 * (margin + network.border), "onnxruntime")
+    core, disk = plan(int(roomy))
+    assert disk == 0 and core >= tiling.MIN_UNSPILLED_CORE
+    core, disk = plan(int(roomy) - maps // 2)
+    assert disk > 0 and core >= tiling.MIN_UNSPILLED_CORE
+
+
 def test_not_enough_disk_is_one_line_and_no_output(workdir, instance_norm_model, photo, spill_folder, monkeypatch, capsys):
     cv2.imwrite(str(workdir / "cat.png"), photo)
     monkeypatch.setattr(activations.shutil, "disk_usage", lambda path: type("U", (), {"free": 1024})())

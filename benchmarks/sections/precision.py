@@ -66,14 +66,21 @@ def _runners(model: Path, configurations, notes: list[str]) -> dict:
 
 
 def _interleaved(runners: dict, frame: np.ndarray, repeat: int) -> dict:
-    """(median wall ms, median CPU ms) per configuration, frames interleaved."""
+    """(median wall ms, median CPU ms) per configuration, configurations interleaved.
+
+    Each timed frame follows an untimed one on the same configuration, as frames follow
+    each other in live mode and in a batch: right after another engine's forward, that
+    engine's threads still spin for a while in this process and take a core from the
+    next one, which no single-engine process sees (docs/benchmarks.md).
+    """
     wall = {key: [] for key in runners}
     cpu = {key: [] for key in runners}
-    for _ in range(2):  # warm-ups: OpenVINO compiles a model for a size that comes back
+    for _ in range(engines.WARM_UP_FORWARDS):
         for run in runners.values():
             run(frame)
     for _ in range(repeat):
         for key, run in runners.items():
+            run(frame)
             start, start_cpu = time.perf_counter(), time.process_time()
             run(frame)
             wall[key].append(time.perf_counter() - start)
@@ -141,7 +148,7 @@ def live_fps(context: Context) -> str:
 
 
 def batch(context: Context, engine: str, wanted: str) -> list:
-    """Forward-only and ``cvstyle apply`` on a folder in A-B-B-A order (the network
+    """Forward-only and ``cvstyle apply`` on a folder in A-B-B-A order (both networks
     loaded beforehand, as in a long batch): photos per second of each over both runs."""
     count = context.plan.batch_images
     model = context.models["instance_norm"]
@@ -170,6 +177,7 @@ def batch(context: Context, engine: str, wanted: str) -> list:
             return time.perf_counter() - start
 
         log(f"precision batch {engine} {wanted}")
+        apply()  # untimed: loads the folder's own network (two streams) and prepares its size
         forward = forward_only()
         applied = apply() + apply()
         forward += forward_only()

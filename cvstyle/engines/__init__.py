@@ -38,11 +38,14 @@ ENGINES = ("auto", "opencv", "onnxruntime", "openvino")
 PRECISIONS = precision.PRECISIONS
 CACHE_SIZE = 16  # loaded networks kept per process (each model, variant, engine, device)
 WHOLE = "whole"  # the variant that is the model as it is
+# Forwards at one input size before it runs at full speed: OpenVINO compiles a model for
+# a size at its second forward; the other engines are ready after one.
+WARM_UP_FORWARDS = ov_engine.SHAPE_REPEATS
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DEVICES", "ENGINES", "PRECISIONS", "choose_engine", "engine_candidates", "load_runner",
+    "DEVICES", "ENGINES", "PRECISIONS", "WARM_UP_FORWARDS", "choose_engine", "engine_candidates", "load_runner",
     "load_variant", "clear_network_cache",
 ]
 
@@ -89,8 +92,8 @@ def build_network(
     it runs ``fast`` (``wanted``, where the engine has a faster mode on ``device``).
     ``pooled``: the engine may keep working memory between runs (ONNX Runtime's arena,
     OpenVINO's buffers and models compiled per shape), the fastest for a network run
-    again and again; staged runs, which run many networks in turn, hand the memory back
-    after each run instead. ``streams``: forwards that may run at once, on engines that
+    again and again; staged runs, which run many networks in turn, keep one arena for
+    all of them (ONNX Runtime) or hand the memory back after each run (OpenVINO). ``streams``: forwards that may run at once, on engines that
     can split the cores (:mod:`.streams`)."""
     if engine == "openvino":
         return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams, pooled)
@@ -112,7 +115,6 @@ def _say_no_fast_mode(engine: str, device: str) -> None:
 
 def _probe_network(graph: "onnx.ModelProto", engine: str, wanted: str) -> Network:
     return build_network(graph, engine, "cpu", "engine timing", wanted)
-
 
 
 def _whole_opencv_network(model: Model, device: str) -> Network:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,15 @@ def _onnxruntime():
     except ImportError:
         raise CvstyleError(ORT_MISSING) from None
     return onnxruntime
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_cpu_arena() -> None:
+    """Register the process's one CPU memory arena that unpooled sessions share; it
+    grows by what is asked, not by doubling, so it holds the largest run's working set."""
+    ort = _onnxruntime()
+    memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"arena_extend_strategy": 1}))  # kSameAsRequested
 
 
 def available_providers() -> list[str]:
@@ -72,7 +82,9 @@ def provider_list(device: str, available: list[str]) -> list[tuple[str, dict]]:
 class OnnxRuntimeNetwork:
     """An ONNX graph in an ONNX Runtime session. ``providers`` lists the execution
     providers in use, best first. ``streams`` > 1 on the CPU: that many sessions, each
-    on its share of the cores, so that as many forwards may run at once (:mod:`.streams`)."""
+    on its share of the cores, so that as many forwards may run at once (:mod:`.streams`).
+    ``pooled=False`` on the CPU: the session shares the process's one arena with the
+    other unpooled sessions instead of keeping an arena of its own."""
 
     engine = "onnxruntime"
     precision = "exact"
@@ -86,8 +98,13 @@ class OnnxRuntimeNetwork:
         # The memory pattern plans buffers for one input shape; photos and tiles change
         # shape, where it costs memory and gains no speed (docs/benchmarks.md).
         options.enable_mem_pattern = False
-        options.enable_cpu_mem_arena = pooled
         on_cpu = wanted[0][0] == CPU
+        if on_cpu and not pooled:
+            # Networks run in turn (a staged run's stages) share one arena: an arena each
+            # would keep all their working memories, and none makes every run fault in
+            # fresh pages, which is slow on VMs (docs/benchmarks.md).
+            _shared_cpu_arena()
+            options.add_session_config_entry("session.use_env_allocators", "1")
         self.streams = streams if on_cpu else 1
         if on_cpu:  # measured on CPUs only (cvstyle.fast_graph)
             graph = faster_graph(graph)

@@ -7,14 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
+from ..engines import WARM_UP_FORWARDS
 from ..errors import CvstyleError
 from ..stylizer import fit_longer_side
 from ..video.stabilize import Stabilizer
-
-# Forwards before the first frame: loading, memory allocation and an engine's preparing
-# for a size that comes back (OpenVINO compiles a model for it) happen there.
-WARM_UP_PASSES = 2
-
 
 class StylizerLike(Protocol):
     name: str
@@ -81,11 +77,12 @@ class Painter:
         return original, painted
 
     def warm_up(self, frame_size: tuple[int, int]) -> None:
-        """:data:`WARM_UP_PASSES` forward passes per style at the stream's size, so that
-        preparing for it is not counted in the first frames' latency."""
+        """:data:`~cvstyle.engines.WARM_UP_FORWARDS` forward passes per style at the
+        stream's size, so that loading, allocating and preparing for that size are not
+        counted in the first frames' latency."""
         width, height = frame_size
         blank = np.zeros((height, width, 3), np.uint8)
-        for _ in range(WARM_UP_PASSES):
+        for _ in range(WARM_UP_FORWARDS):
             self.paint(blank)
         if self.stabilizer is not None:
             self.stabilizer.reset()  # the blank frame is no scene to carry on from

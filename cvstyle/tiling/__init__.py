@@ -19,6 +19,7 @@ run stage by stage over all tiles (:mod:`.staged`), which gives the untiled resu
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from ..memory import default_budget, resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
+from .activations import REUSE_SLACK
 from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
 from .staged import staged_network, stored_bytes, stylize_staged
 from .statistics import map_geometry, measure
@@ -137,22 +139,34 @@ def fits_one_pass(runner: StyleRunner, model: Model, bgr: np.ndarray, budget: in
 
 
 MIN_STAGED_TILE = 128
+# Maps spilled to files cost more time than the extra tiles of windows down to this core
+# side, so the plan keeps every map in RAM where windows this large still fit beside them.
+MIN_UNSPILLED_CORE = 384
 
 
 def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_core: int,
                  margin: int, budget: int) -> tuple[int, int]:
     """Tile core side and the RAM for whole-image activation maps within ``budget``
-    bytes: what the process already holds, the photo and its result come first, then
-    one tile's work (up to half the rest, or all that the maps leave), then the maps."""
+    bytes: what the process already holds, the photo and its result come first; then
+    all the maps and the largest tile's work that fits beside them, or where that tile
+    would be small, a tile's work of up to half the rest and the maps in what is left."""
     network = staged_network(model, runner)
     free = max(0, budget - (resident_memory() - network.held) - 2 * bgr.nbytes)
-    maps = stored_bytes(network, *PaddedImage(bgr, network.border).inner)
-    room = max(free // 2, free - maps)
-    core = largest_core
-    while core > MIN_STAGED_TILE and network.window_bytes(core + 2 * (margin + network.border), runner.engine) > room:
-        core -= 64
-    work = network.window_bytes(core + 2 * (margin + network.border), runner.engine)
-    return core, max(0, free - work)
+    maps = math.ceil(REUSE_SLACK * stored_bytes(network, *PaddedImage(bgr, network.border).inner))
+
+    def work(core: int) -> int:
+        return network.window_bytes(core + 2 * (margin + network.border), runner.engine)
+
+    def fitting(room: int) -> int:
+        core = largest_core
+        while core > MIN_STAGED_TILE and work(core) > room:
+            core -= 64
+        return core
+
+    core = fitting(free - maps)
+    if core < min(MIN_UNSPILLED_CORE, largest_core) or work(core) > free - maps:
+        core = fitting(max(free // 2, free - maps))
+    return core, max(0, free - work(core))
 
 
 def stylize_large(

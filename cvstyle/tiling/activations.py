@@ -16,6 +16,9 @@ from ..errors import CvstyleError
 
 TEMP_VARIABLE = "CVSTYLE_TMP"
 DISK_HEADROOM = 64 * 1024**2  # left free on the disk besides what a run needs
+# A freed map's memory goes to a later map at most this much smaller (maps of one kind
+# differ by a few rows), so at most this share of the RAM budget goes unused.
+REUSE_SLACK = 1.1
 
 
 def temporary_folder() -> Path:
@@ -33,8 +36,12 @@ class ActivationStore:
 
     def __init__(self, ram_budget: int, disk_needed: int, folder: Path | None = None):
         self.ram_budget = ram_budget
-        self.ram_used = 0
+        self.ram_used = 0  # bytes of the maps in RAM and of the spare buffers
         self.arrays: dict[str, np.ndarray] = {}
+        # Freed maps' memory, given to later maps that fit in it: fresh memory costs a
+        # page fault per page at its first write, which is slow on VMs (docs/benchmarks.md).
+        self.buffers: dict[str, np.ndarray] = {}  # each map's flat buffer
+        self.spare: list[np.ndarray] = []
         self.files: dict[str, tuple[Path, tuple[int, int, int]]] = {}
         self.folder: Path | None = None
         self.spilled = 0  # files made so far, which names the next
@@ -60,17 +67,37 @@ class ActivationStore:
 
     def close(self) -> None:
         self.arrays.clear()
+        self.buffers.clear()
+        self.spare.clear()
         self.files.clear()
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
     def allocate(self, name: str, shape: tuple[int, int, int]) -> None:
-        size = int(np.prod(shape)) * 4
-        if self.ram_used + size <= self.ram_budget or self.folder is None:
-            self.arrays[name] = np.empty(shape, np.float32)
+        count = int(np.prod(shape))
+        size = count * 4
+        fitting = [buffer for buffer in self.spare if count <= buffer.size <= REUSE_SLACK * count]
+        if fitting:
+            buffer = min(fitting, key=lambda spare: spare.size)
+            self.spare = [spare for spare in self.spare if spare is not buffer]
+        else:
+            while self.spare and self.ram_used + size > self.ram_budget:
+                self.ram_used -= self.spare.pop().nbytes
+            if self.ram_used + size > self.ram_budget and self.folder is not None:
+                self._spill(name, shape, size)
+                return
+            buffer = np.empty(count, np.float32)
             self.ram_used += size
-            return
+        self.buffers[name] = buffer
+        self.arrays[name] = buffer[:count].reshape(shape)
+
+    def trim(self) -> None:
+        """Hand back the freed maps' memory that no map has taken."""
+        self.ram_used -= sum(buffer.nbytes for buffer in self.spare)
+        self.spare.clear()
+
+    def _spill(self, name: str, shape: tuple[int, int, int], size: int) -> None:
         self.spilled += 1
         path = self.folder / f"{self.spilled}.f32"
         with open(path, "wb") as file:
@@ -116,7 +143,8 @@ class ActivationStore:
 
     def free(self, name: str) -> None:
         if name in self.arrays:
-            self.ram_used -= self.arrays.pop(name).nbytes
+            del self.arrays[name]
+            self.spare.append(self.buffers.pop(name))
         elif name in self.files:
             path, _ = self.files.pop(name)
             path.unlink(missing_ok=True)

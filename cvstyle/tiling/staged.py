@@ -32,7 +32,7 @@ from ..engines.streams import throughput_streams
 from ..memory import resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
-from .activations import ActivationStore
+from .activations import REUSE_SLACK, ActivationStore
 from .geometry import PaddedImage, Span, Tile, plan_tiles
 from .statistics import MapGeometry, StatisticsSum, map_geometry
 
@@ -278,6 +278,7 @@ class _Run:
                 where = self.network.geometry[name]
                 shape = (self.network.channels[name], where.length(height + 2 * border), where.length(width + 2 * border))
                 self.store.allocate(name, shape)
+        self.store.trim()  # memory the earlier stages' maps left and these did not take
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
         reach = self.network.reach(stage)
         rows, cols = (
@@ -325,8 +326,9 @@ def stored_bytes(network: StagedNetwork, height: int, width: int) -> int:
 
 
 def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int) -> int:
-    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none)."""
-    return max(0, stored_bytes(network, height, width) - ram_budget)
+    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none), counting
+    the RAM that reused map memory may leave unused."""
+    return max(0, stored_bytes(network, height, width) - int(ram_budget / REUSE_SLACK))
 
 
 def stylize_staged(
