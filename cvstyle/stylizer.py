@@ -129,6 +129,7 @@ class Stylizer:
             *(load_model(name, device, manifest, engine, input_format, precision, streams) for name, _ in parts)
         )
         self.name = mix_display_name(parts)
+        self.engine_choice = engine  # auto ranks staged runs apart (tiling.staged_runner)
 
     # Where and how the (first) model runs; precision is exact, or fast where asked for and available.
     device = property(lambda self: self.runners[0].device)
@@ -200,18 +201,22 @@ class Stylizer:
         runner, model = self.runners[index], self.models[index]
         if tile == "off":
             return runner(bgr)
+        auto = self.engine_choice == "auto"
         if runner.streams == 1:
-            return _paint_large(runner, model, bgr, tile, statistics, settings, progress, budget)
+            return _paint_large(runner, model, bgr, tile, statistics, settings, progress, budget, auto)
         with _LARGE_PHOTOS:
             whole = load_runner(model, runner.engine, runner.device, wanted=runner.precision)
-            return _paint_large(whole, model, bgr, tile, statistics, settings, progress, budget)
+            return _paint_large(whole, model, bgr, tile, statistics, settings, progress, budget, auto)
 
 
 def _paint_large(runner: StyleRunner, model: Model, bgr: np.ndarray, tile: str, statistics: str,
-                 settings: tiling.TileSettings, progress: Progress | None, budget: int) -> np.ndarray:
-    """A photo above the tiling threshold: in one pass where it fits ``budget``, else in tiles."""
+                 settings: tiling.TileSettings, progress: Progress | None, budget: int, auto: bool) -> np.ndarray:
+    """A photo above the tiling threshold: in one pass where it fits ``budget``, else in
+    tiles; a staged run under ``auto`` on the engine fastest at staged runs."""
     if tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget):
         return runner(bgr)
+    if auto and statistics == "exact":
+        runner = tiling.staged_runner(runner, model)
     return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
 
 

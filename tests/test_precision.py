@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 
 import cv2
@@ -127,8 +128,10 @@ def timing_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(ranking, "cache_file", lambda: path)
     monkeypatch.setattr(ranking, "installed_engines", lambda: ["opencv", "onnxruntime", "openvino"])
     ranking.timings.cache_clear()
+    ranking.staged_timings.cache_clear()
     yield path
     ranking.timings.cache_clear()
+    ranking.staged_timings.cache_clear()
 
 
 def test_auto_ranks_by_measured_time_and_keeps_the_figures(timing_cache, monkeypatch):
@@ -156,6 +159,38 @@ def test_auto_ranks_by_measured_time_and_keeps_the_figures(timing_cache, monkeyp
     monkeypatch.setattr(precision, "cpu_model", lambda: "Another CPU")
     assert ranking.ranked(build, "exact")[0] == "opencv"
     assert len(json.loads(timing_cache.read_text())) == 2
+
+
+def test_staged_runs_rank_apart_by_their_own_timing(timing_cache, monkeypatch):
+    """Staged runs are timed by their own probe, kept under their own key beside the
+    forwards' timings; OpenCV is not timed for them."""
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    timed = []
+
+    def run(engine, wanted):
+        timed.append(engine)
+        return {"onnxruntime": 1.0, "openvino": 2.0}[engine]
+
+    build = lambda graph, engine, wanted: _SleepyNetwork(0.001 if engine == "openvino" else 0.01)  # noqa: E731
+    assert ranking.ranked(build, "exact")[0] == "openvino"
+    assert ranking.staged_ranked(run, "exact") == ["onnxruntime", "openvino"]
+    assert sorted(timed) == ["onnxruntime", "openvino"]
+    saved = json.loads(timing_cache.read_text())
+    assert set(saved) == {ranking.cache_key(), ranking.cache_key(ranking.STAGED_METHOD)}
+    ranking.staged_timings.cache_clear()
+    assert ranking.staged_ranked(run, "exact") == ["onnxruntime", "openvino"] and len(timed) == 2  # read back
+
+
+def test_the_staged_probe_times_a_real_staged_run(tmp_path, monkeypatch):
+    from cvstyle.tiling import staged, time_staged_probe
+
+    runs = []
+    real = staged._Run.stage
+    monkeypatch.setattr(staged._Run, "stage", lambda self, index, step: (runs.append(index), real(self, index, step))[1])
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert time_staged_probe("onnxruntime", "exact") > 0
+    assert runs == 2 * list(range(max(runs) + 1))  # two whole staged runs, stage by stage
+    assert not list(tmp_path.iterdir())  # its fixture model is gone
 
 
 def test_a_damaged_timing_file_is_measured_again(timing_cache):

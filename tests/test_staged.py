@@ -9,10 +9,11 @@ import pytest
 
 from cvstyle import surgery, tiling
 from cvstyle.cli import main
-from cvstyle.engines import clear_network_cache, load_runner
+from cvstyle.engines import clear_network_cache, load_runner, ranking
 from cvstyle.errors import CvstyleError
 from cvstyle.memory import parse_size
 from cvstyle.model import open_model
+from cvstyle.stylizer import Stylizer
 from cvstyle.tiling import TileSettings, activations, staged
 
 SMALL_TILES = TileSettings(max_tile=96)
@@ -166,6 +167,26 @@ def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance
     assert disk == 0 and core >= tiling.MIN_UNSPILLED_CORE
     core, disk = plan(int(roomy) - maps // 2)
     assert disk > 0 and core >= tiling.MIN_UNSPILLED_CORE
+
+
+@pytest.mark.parametrize("choice", ["auto", "openvino"])
+def test_auto_runs_stages_on_the_engine_fastest_at_staged_runs(choice, instance_norm_model, photo, monkeypatch, caplog):
+    """Under auto, a photo's forward and its staged run each go to the engine measured
+    fastest at them (here OpenVINO and ONNX Runtime); an engine asked for by name runs both."""
+    pytest.importorskip("openvino")
+    monkeypatch.setattr(ranking, "ranked", lambda build, wanted: ["openvino", "onnxruntime", "opencv"])
+    monkeypatch.setattr(ranking, "staged_ranked", lambda run, wanted: ["onnxruntime", "openvino"])
+    staged_on = []
+    real = tiling.stylize_large
+    monkeypatch.setattr(tiling, "stylize_large", lambda runner, *args: (staged_on.append(runner.engine), real(runner, *args))[1])
+    stylizer = Stylizer(str(instance_norm_model), device="cpu", engine=choice)
+    assert stylizer.engine == "openvino"
+    with caplog.at_level("INFO", logger="cvstyle"):
+        painted = stylizer.stylize(photo, tile="on", tile_settings=SMALL_TILES, max_memory="64M")
+    assert staged_on == (["onnxruntime"] if choice == "auto" else ["openvino"])
+    assert ("staged run goes to onnxruntime" in caplog.text) == (choice == "auto")
+    whole = load_runner(instance_norm_model, "onnxruntime", "cpu")(photo)
+    assert np.abs(painted.astype(int) - whole).max() <= 1
 
 
 def test_not_enough_disk_is_one_line_and_no_output(workdir, instance_norm_model, photo, spill_folder, monkeypatch, capsys):

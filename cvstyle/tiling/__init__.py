@@ -19,18 +19,22 @@ run stage by stage over all tiles (:mod:`.staged`), which gives the untiled resu
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .. import surgery
-from ..engines import build_network, load_variant
+from ..engines import build_network, load_runner, load_variant, ranking
 from ..errors import CvstyleError
 from ..memory import default_budget, resident_memory
-from ..model import Model
+from ..model import Model, open_model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
 from .activations import REUSE_SLACK
@@ -41,8 +45,13 @@ from .statistics import map_geometry, measure
 __all__ = [
     "TileSettings", "DEFAULT_SETTINGS", "tile_settings", "needs_tiling", "stylize_large", "stylize_tiled",
     "plan_spans", "plan_tiles", "PaddedImage", "Span", "Tile", "image_statistics", "fits_one_pass",
+    "staged_runner", "time_staged_probe",
 ]
 Progress = Callable[[int, int], None]
+# The staged run that ranks engines for staged runs (ranking.STAGED_METHOD says it in words).
+PROBE_SHAPE = (480, 640, 3)
+PROBE_TILE = 128
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,40 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     if core < min(MIN_UNSPILLED_CORE, largest_core) or work(core) > free - maps:
         core = fitting(max(free // 2, free - maps))
     return core, max(0, free - work(core))
+
+
+def time_staged_probe(engine: str, wanted: str) -> float:
+    """Seconds of the second of two staged runs of the instance_norm fixture network on
+    ``engine`` (the first loads the stages): how ``auto`` ranks engines for staged runs."""
+    from ..testing import write_fixture_model
+
+    bgr = np.random.default_rng(0).integers(0, 256, PROBE_SHAPE, np.uint8)
+    with tempfile.TemporaryDirectory(prefix="cvstyle-staged-timing-") as folder:
+        model = open_model(write_fixture_model(Path(folder) / "staged-timing.t7", "instance_norm"))
+        runner = load_runner(model, engine, "cpu", wanted=wanted)
+        for _ in range(2):
+            start = time.perf_counter()
+            stylize_staged(runner, model, bgr, PROBE_TILE, DEFAULT_SETTINGS.margin, ram_budget=2**40)
+        return round(time.perf_counter() - start, 3)
+
+
+def staged_runner(runner: StyleRunner, model: Model) -> StyleRunner:
+    """For ``engine="auto"``: ``model`` on the engine that ran staged runs fastest on this
+    CPU (:func:`cvstyle.engines.ranking.staged_ranked`), in ``runner``'s precision; or
+    ``runner`` itself, where it is that engine, not on the CPU, or cannot be staged."""
+    if runner.device != "cpu" or not model.normalisations or importlib.util.find_spec("onnx") is None:
+        return runner
+    fastest = ranking.staged_ranked(time_staged_probe, runner.precision)
+    if not fastest or fastest[0] == runner.engine:
+        return runner
+    try:
+        chosen = load_runner(model, fastest[0], "cpu", wanted=runner.precision)
+    except CvstyleError as error:
+        log.info("%s; engine auto: its staged run stays on %s", error, runner.engine)
+        return runner
+    log.info("%s: engine auto: the staged run goes to %s, the fastest at staged runs on this CPU "
+             "(measured once: %s)", model.name, fastest[0], ranking.STAGED_METHOD)
+    return chosen
 
 
 def stylize_large(
