@@ -93,8 +93,9 @@ def build_network(
     ``pooled``: the engine may keep working memory between runs (ONNX Runtime's arena,
     OpenVINO's buffers and models compiled per shape), the fastest for a network run
     again and again; staged runs, which run many networks in turn, keep one arena for
-    all of them (ONNX Runtime) or hand the memory back after each run (OpenVINO). ``streams``: forwards that may run at once, on engines that
-    can split the cores (:mod:`.streams`)."""
+    all of them (ONNX Runtime) or hand the memory back after each run (OpenVINO).
+    ``streams``: forwards that may run at once, on engines that can split the cores
+    (:mod:`.streams`)."""
     if engine == "openvino":
         return ov_engine.OpenVinoNetwork(graph, device, name, wanted, streams, pooled)
     if engine == "onnxruntime":
@@ -120,11 +121,10 @@ def _probe_network(graph: "onnx.ModelProto", engine: str, wanted: str) -> Networ
 def _whole_opencv_network(model: Model, device: str) -> Network:
     """The model itself on OpenCV, read from its file (a `.t7` by the Torch importer
     where there is one, else the `.onnx` or the `.t7`'s kept conversion)."""
-    if model.is_onnx:
-        return OpenCvNetwork(read_onnx_file(model.path), device, classic=has_classic_engine())
-    if has_torch_importer():
+    if not model.is_onnx and has_torch_importer():
         return OpenCvNetwork(read_torch(model.path), device)
-    return OpenCvNetwork(read_onnx_file(cached_onnx(model.path, model.tree)), device, classic=has_classic_engine())
+    path = model.path if model.is_onnx else cached_onnx(model.path, model.tree)
+    return OpenCvNetwork(read_onnx_file(path), device, classic=has_classic_engine())
 
 
 _cache: OrderedDict[tuple, StyleRunner] = OrderedDict()

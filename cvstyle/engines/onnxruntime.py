@@ -105,6 +105,8 @@ class OnnxRuntimeNetwork:
             # fresh pages, which is slow on VMs (docs/benchmarks.md).
             _shared_cpu_arena()
             options.add_session_config_entry("session.use_env_allocators", "1")
+        elif not pooled:
+            options.enable_cpu_mem_arena = False
         self.streams = streams if on_cpu else 1
         if on_cpu:  # measured on CPUs only (cvstyle.fast_graph)
             graph = faster_graph(graph)

@@ -12,6 +12,7 @@ from ..errors import CvstyleError
 from ..stylizer import fit_longer_side
 from ..video.stabilize import Stabilizer
 
+
 class StylizerLike(Protocol):
     name: str
 
