@@ -215,9 +215,7 @@ def _paint_large(runner: StyleRunner, model: Model, bgr: np.ndarray, tile: str, 
     tiles; a staged run under ``auto`` on the engine fastest at staged runs."""
     if tile == "auto" and tiling.fits_one_pass(runner, model, bgr, budget):
         return runner(bgr)
-    if auto and statistics == "exact":
-        runner = tiling.staged_runner(runner, model)
-    return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget)
+    return tiling.stylize_large(runner, model, bgr, settings, statistics, progress, budget, auto)
 
 
 def mix_display_name(parts: Sequence[tuple[str | os.PathLike, float]]) -> str:

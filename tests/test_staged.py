@@ -177,8 +177,8 @@ def test_auto_runs_stages_on_the_engine_fastest_at_staged_runs(choice, instance_
     monkeypatch.setattr(ranking, "ranked", lambda build, wanted: ["openvino", "onnxruntime", "opencv"])
     monkeypatch.setattr(ranking, "staged_ranked", lambda run, wanted: ["onnxruntime", "openvino"])
     staged_on = []
-    real = tiling.stylize_large
-    monkeypatch.setattr(tiling, "stylize_large", lambda runner, *args: (staged_on.append(runner.engine), real(runner, *args))[1])
+    real = tiling.stylize_staged
+    monkeypatch.setattr(tiling, "stylize_staged", lambda runner, *args: (staged_on.append(runner.engine), real(runner, *args))[1])
     stylizer = Stylizer(str(instance_norm_model), device="cpu", engine=choice)
     assert stylizer.engine == "openvino"
     with caplog.at_level("INFO", logger="cvstyle"):

@@ -56,7 +56,7 @@ def child(arguments: list[str]) -> None:
     if out != "-":
         np.save(out, result)
     # Under auto a staged run goes to the engine fastest at staged runs (measured by now).
-    staged = engine == "auto" and mode == "exact"
+    staged = engine == "auto" and mode == "exact" and stylizer.models[0].normalisations
     stages = tiling.staged_runner(stylizer.runners[0], stylizer.models[0]).engine if staged else stylizer.engine
     print(json.dumps({"seconds": seconds, "peak_mib": peak_rss_mib(), "before_mib": before,
                       "steps": steps[0], "disk_mib": disk[0] / 2**20, "engine": stylizer.engine,

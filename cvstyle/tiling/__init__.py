@@ -196,8 +196,8 @@ def time_staged_probe(engine: str, wanted: str) -> float:
 def staged_runner(runner: StyleRunner, model: Model) -> StyleRunner:
     """For ``engine="auto"``: ``model`` on the engine that ran staged runs fastest on this
     CPU (:func:`cvstyle.engines.ranking.staged_ranked`), in ``runner``'s precision; or
-    ``runner`` itself, where it is that engine, not on the CPU, or cannot be staged."""
-    if runner.device != "cpu" or not model.normalisations or importlib.util.find_spec("onnx") is None:
+    ``runner`` itself, where it is that engine or not on the CPU."""
+    if runner.device != "cpu":
         return runner
     fastest = ranking.staged_ranked(time_staged_probe, runner.precision)
     if not fastest or fastest[0] == runner.engine:
@@ -215,12 +215,14 @@ def staged_runner(runner: StyleRunner, model: Model) -> StyleRunner:
 def stylize_large(
     runner: StyleRunner, model: Model, bgr: np.ndarray, settings: TileSettings = DEFAULT_SETTINGS,
     statistics: str = "exact", progress: Progress | None = None, max_memory: int | None = None,
+    auto_engine: bool = False,
 ) -> np.ndarray:
     """Stylize ``bgr`` tile by tile on the engine and device of ``runner``, which runs
     ``model``, with whole-image normalisation statistics where the model needs them:
     ``exact`` runs each stage of the network once over all tiles
     (:mod:`.staged`, activations beyond ``max_memory`` bytes spilled to temporary files),
-    ``estimate`` freezes statistics measured on a small copy."""
+    ``estimate`` freezes statistics measured on a small copy. ``auto_engine``: ``runner``
+    came from ``engine="auto"``, so a staged run goes to :func:`staged_runner`'s engine."""
     if statistics not in STATISTICS_MODES:
         raise ValueError(f"statistics must be one of {', '.join(STATISTICS_MODES)}, not {statistics!r}")
     max_core = settings.tile_size(*bgr.shape[:2])
@@ -229,6 +231,8 @@ def stylize_large(
     border = surgery.leading_border(model.graph)
     margin = settings.margin if border else settings.whole_network_margin
     if model.normalisations and statistics == "exact":
+        if auto_engine:
+            runner = staged_runner(runner, model)
         budget = max_memory or default_budget()
         core, ram = _staged_plan(runner, model, bgr, max_core, margin, budget)
         return stylize_staged(runner, model, bgr, core, margin, ram, progress)

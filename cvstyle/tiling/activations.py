@@ -38,9 +38,8 @@ class ActivationStore:
         self.ram_budget = ram_budget
         self.ram_used = 0  # bytes of the maps in RAM and of the spare buffers
         self.arrays: dict[str, np.ndarray] = {}
-        # Freed maps' memory, given to later maps that fit in it: fresh memory costs a
-        # page fault per page at its first write, which is slow on VMs (docs/benchmarks.md).
-        self.buffers: dict[str, np.ndarray] = {}  # each map's flat buffer
+        # Freed maps' flat buffers, given to later maps that fit in them: fresh memory costs
+        # a page fault per page at its first write, which is slow on VMs (docs/benchmarks.md).
         self.spare: list[np.ndarray] = []
         self.files: dict[str, tuple[Path, tuple[int, int, int]]] = {}
         self.folder: Path | None = None
@@ -67,7 +66,6 @@ class ActivationStore:
 
     def close(self) -> None:
         self.arrays.clear()
-        self.buffers.clear()
         self.spare.clear()
         self.files.clear()
         if self.folder is not None:
@@ -89,8 +87,7 @@ class ActivationStore:
                 return
             buffer = np.empty(count, np.float32)
             self.ram_used += size
-        self.buffers[name] = buffer
-        self.arrays[name] = buffer[:count].reshape(shape)
+        self.arrays[name] = buffer[:count].reshape(shape)  # a view: its base is the buffer
 
     def trim(self) -> None:
         """Hand back the freed maps' memory that no map has taken."""
@@ -143,8 +140,7 @@ class ActivationStore:
 
     def free(self, name: str) -> None:
         if name in self.arrays:
-            del self.arrays[name]
-            self.spare.append(self.buffers.pop(name))
+            self.spare.append(self.arrays.pop(name).base)
         elif name in self.files:
             path, _ = self.files.pop(name)
             path.unlink(missing_ok=True)
