@@ -58,7 +58,16 @@ def load_model(
     model: str | os.PathLike, device: str = "auto", manifest=None, engine: str = "auto",
     input_format: str | Preprocessing | None = None, precision: str = "exact", streams: int = 1,
 ) -> tuple[Model, StyleRunner]:
-    """Resolve a catalogue name or path; return the open model and its (cached) runner.
+    """Resolve a catalogue name or path; return the open model and its (cached) runner
+    (:func:`open_named_model`)."""
+    opened = open_named_model(model, manifest, input_format)
+    return opened, load_runner(opened, engine, device, wanted=precision, streams=streams)
+
+
+def open_named_model(
+    model: str | os.PathLike, manifest=None, input_format: str | Preprocessing | None = None
+) -> Model:
+    """The open model a catalogue name or path names, with the pre-processing it takes.
 
     A catalogue model gets the pre-processing its line declares (``input=``), the
     built-in ``sketch`` fast-neural-style's ``vgg``, and a model file given by path
@@ -77,8 +86,7 @@ def load_model(
         preprocessing = input_format
     else:
         preprocessing = presets.preset(input_format)
-    opened = open_model(path, preprocessing)
-    return opened, load_runner(opened, engine, device, wanted=precision, streams=streams)
+    return open_model(path, preprocessing)
 
 
 class Stylizer:

@@ -246,6 +246,24 @@ def test_without_the_extra_ray_names_the_install_command(tmp_path, monkeypatch, 
     assert not (tmp_path / "p000_sketch.jpg").exists()
 
 
+def test_a_bad_model_or_a_missing_engine_fails_once_before_ray_starts(tmp_path, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray was started"))
+    monkeypatch.chdir(tmp_path)
+    _photos(tmp_path / "photos", 3)
+    (tmp_path / "broken.t7").write_bytes(b"not a torch7 file" * 8)
+    assert main(["apply", "photos", "-m", "broken.t7", "--ray"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.t7" in err, err
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    assert main(["apply", "photos", "--engine", "openvino", "--ray"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "cvstyle: error: the openvino engine needs openvino: pip install -e '.[openvino]'"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["broken.t7", "photos"]
+
+
 def test_cluster_options_need_ray(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     _photos(tmp_path / "photos", 1)

@@ -7,7 +7,6 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +86,7 @@ def apply_on_ray(
     """
     ray = require_ray()
     models = models.absolute()
+    models.check()  # a bad model fails here, once, not in every row
     names = [batch.Named(name) for name in models.names()]
     rows, report = plan_rows(inputs, names, output, skip_existing)
     on_done = progress(len(rows))
@@ -94,15 +94,8 @@ def apply_on_ray(
     by_index = {row["index"]: row for row in rows}
     failures: dict[int, batch.Failure] = {}
     written: dict[int, Path] = {}
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cvstyle-check") as pool:
-        # Built here too (on the CPU) to fail once on a bad model rather than in every
-        # row; while Ray starts, which is mostly waiting for its processes.
-        checked = pool.submit(models.stylizers, device="cpu")
-        if not rows:
-            checked.result()
-            return report
+    if rows:
         with _connected(ray, cluster.address):
-            checked.result()
             for result in _results(ray, _stylized_rows(ray, rows, settings, cluster)):
                 index = result["index"]
                 if index in written or index in failures:
@@ -243,7 +236,7 @@ def stylize_dataset(
     """
     require_ray()
     settings = ModelSettings((model,), device, engine, input_format, manifest and os.fspath(manifest)).absolute()
-    settings.stylizers(device="cpu")  # a bad model fails here, in one line, not in every actor
+    settings.check()  # a bad model fails here, in one line, not in every actor
     import ray.data
 
     return dataset.map_batches(

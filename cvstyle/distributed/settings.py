@@ -7,9 +7,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..engines import check_choice
 from ..errors import CvstyleError
 from ..runner import Preprocessing
-from ..stylizer import ModelSpec, Stylizer, mix_display_name, parse_model_spec
+from ..stylizer import ModelSpec, Stylizer, mix_display_name, open_named_model, parse_model_spec
 
 INSTALL_COMMAND = "pip install 'cvstyle[ray]'"
 
@@ -57,15 +58,31 @@ class ModelSettings:
         settings made :meth:`absolute`)."""
         return [mix_display_name(spec) for spec in self.models]
 
-    def stylizers(self, device: str | None = None, streams: int = 1) -> list[Stylizer]:
-        """One Stylizer per model, on ``device`` (default: the settings' own), with
-        ``streams`` (:class:`~cvstyle.Stylizer`)."""
+    def _parts(self) -> list[str]:
+        """The name of every model the settings mix."""
+        return [name for spec in self.models for name, _ in (parse_model_spec(spec) if isinstance(spec, str) else spec)]
+
+    def _fetch(self) -> None:
         if self.fetch:
             from ..download import ensure_model  # requests is imported only when fetching
 
-            for spec in self.models:
-                for name, _ in parse_model_spec(spec) if isinstance(spec, str) else spec:
-                    ensure_model(name, self.manifest)
+            for name in self._parts():
+                ensure_model(name, self.manifest)
+
+    def check(self) -> None:
+        """Fail here, once, where every actor would fail: a model that cannot be found
+        or read, an unknown engine or precision, an engine named but not installed. No
+        network is built: that takes seconds of the CPU that Ray's start and the actors'
+        own loading need, and an engine that cannot compile a model fails in the actors."""
+        self._fetch()
+        check_choice(self.engine, self.precision, installed=True)
+        for name in self._parts():
+            open_named_model(name, self.manifest, self.input_format)
+
+    def stylizers(self, device: str | None = None, streams: int = 1) -> list[Stylizer]:
+        """One Stylizer per model, on ``device`` (default: the settings' own), with
+        ``streams`` (:class:`~cvstyle.Stylizer`)."""
+        self._fetch()
         return [
             Stylizer(
                 spec, device=device or self.device, manifest=self.manifest, engine=self.engine,

@@ -45,7 +45,8 @@ WARM_UP_FORWARDS = ov_engine.SHAPE_REPEATS
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DEVICES", "ENGINES", "PRECISIONS", "WARM_UP_FORWARDS", "choose_engine", "engine_candidates", "load_runner",
+    "DEVICES", "ENGINES", "PRECISIONS", "WARM_UP_FORWARDS", "check_choice", "choose_engine", "engine_candidates",
+    "load_runner",
     "load_variant", "clear_network_cache",
 ]
 
@@ -64,10 +65,7 @@ def engine_candidates(
     """Engines to try in turn: ``auto`` takes ONNX Runtime when it has a GPU provider for
     ``device``, OpenCV for OpenCL, and on the CPU every installed engine, fastest first
     as measured on this machine in the ``wanted`` precision (:mod:`.ranking`)."""
-    if engine not in ENGINES:
-        raise unknown_choice("engine", engine, ENGINES)
-    if wanted not in PRECISIONS:
-        raise unknown_choice("precision", wanted, PRECISIONS)
+    check_choice(engine, wanted)
     if engine != "auto":
         return [engine]
     providers = ort_engine.available_providers()
@@ -82,6 +80,20 @@ def engine_candidates(
     if device.startswith("cuda") or (device == "auto" and cuda_available()):
         return ["opencv"]  # OpenCV's own CUDA backend, or its clear error when it has none
     return ranking.ranked(_probe_network, wanted)
+
+
+def check_choice(engine: str, wanted: str = precision.EXACT, installed: bool = False) -> None:
+    """Fail on an unknown engine or precision, and where ``installed``, on an engine
+    asked for by name whose package is missing, as loading a model would (without
+    loading one)."""
+    if engine not in ENGINES:
+        raise unknown_choice("engine", engine, ENGINES)
+    if wanted not in PRECISIONS:
+        raise unknown_choice("precision", wanted, PRECISIONS)
+    if installed and engine == "onnxruntime":
+        ort_engine.require_onnxruntime()
+    elif installed and engine == "openvino":
+        ov_engine.require_openvino()
 
 
 def build_network(

@@ -25,7 +25,8 @@ ORT_MISSING = (
 )
 
 
-def _onnxruntime():
+def require_onnxruntime():
+    """The onnxruntime module, or one line naming the pip command that installs it."""
     try:
         import onnxruntime
     except ImportError:
@@ -37,7 +38,7 @@ def _onnxruntime():
 def _shared_cpu_arena() -> None:
     """Register the process's one CPU memory arena that unpooled sessions share; it
     grows by what is asked, not by doubling, so it holds the largest run's working set."""
-    ort = _onnxruntime()
+    ort = require_onnxruntime()
     memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
     ort.create_and_register_allocator(memory, ort.OrtArenaCfg({"arena_extend_strategy": 1}))  # kSameAsRequested
 
@@ -91,7 +92,7 @@ class OnnxRuntimeNetwork:
 
     def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model", pooled: bool = True,
                  streams: int = 1):
-        ort = _onnxruntime()
+        ort = require_onnxruntime()
         wanted = provider_list(device, ort.get_available_providers())
         options = ort.SessionOptions()
         options.log_severity_level = 4  # fatal only: cvstyle reports errors in its own one line

@@ -44,7 +44,8 @@ SHAPES_COUNTED = 16  # shapes remembered while counting their forwards
 _SOURCE_LINES = ("Exception from ", "Check ", "FrontEnd API failed", "Summary:", "To facilitate")
 
 
-def _openvino():
+def require_openvino():
+    """The openvino module, or one line naming the pip command that installs it."""
     try:
         import openvino
     except ImportError:
@@ -64,11 +65,11 @@ def available() -> bool:
 @functools.lru_cache(maxsize=1)
 def _core():
     """One OpenVINO runtime per process: it holds the plugins and their thread pools."""
-    return _openvino().Core()
+    return require_openvino().Core()
 
 
 def version() -> str:
-    return _openvino().__version__
+    return require_openvino().__version__
 
 
 def _target(device: str, devices: list[str]) -> str:
@@ -166,7 +167,7 @@ class OpenVinoNetwork:
 
     def __init__(self, graph: "onnx.ModelProto", device: str = "auto", name: str = "model",
                  wanted: str = precision.EXACT, streams: int = 1, pooled: bool = True):
-        openvino = _openvino()
+        openvino = require_openvino()
         core = _core()
         target = _target(device, core.available_devices)
         hint = inference_precision(wanted, target)
