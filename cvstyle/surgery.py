@@ -96,6 +96,37 @@ def _constant(graph: "onnx.ModelProto", name: str) -> np.ndarray | None:
     return None
 
 
+# Ops that read a window of their input around each pixel they compute, by kernel.
+_WINDOWED = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"})
+# Where a kernel's size is not in the graph: a 9x9, the widest a style network has.
+_UNKNOWN_KERNEL_REACH = 4
+# Resizing reads its input's neighbours: one pixel (nearest rounds either way), two (cubic).
+_RESIZE_REACH = {"nearest": 1, "linear": 1, "cubic": 2}
+
+
+def spatial_reach(graph: "onnx.ModelProto") -> int:
+    """How far, in the pixels of their inputs and summed along the graph, the graph's
+    nodes read beyond the pixel each computes: what a window of its input must hold
+    beyond the outputs wanted for them to be exact (convolutions' half kernels)."""
+    onnx = require_onnx()
+    shapes = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+    reach = 0
+    for node in graph.graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type in _WINDOWED:
+            weight = shapes.get(node.input[1], ()) if len(node.input) > 1 else ()
+            kernel = list(attributes.get("kernel_shape") or weight[2:])
+            if not kernel:
+                reach += _UNKNOWN_KERNEL_REACH
+                continue
+            dilations = list(attributes.get("dilations") or [1] * len(kernel))
+            reach += max(-(-(k - 1) * d // 2) for k, d in zip(kernel, dilations))
+        elif node.op_type in ("Resize", "Upsample"):
+            mode = attributes.get("mode", b"nearest")
+            reach += _RESIZE_REACH.get(mode.decode() if isinstance(mode, bytes) else mode, 2)
+    return reach
+
+
 def leading_border(graph: "onnx.ModelProto") -> int | None:
     """The padding of the graph's first node if it is an even reflection padding of
     height and width only (the fast-neural-style checkpoints open with 40 pixels)."""

@@ -94,12 +94,13 @@ class _Builder:
 
 def transformer_net(
     path: Path, seed: int = 0, width: int = 8, residuals: int = 2,
-    fixed_size: tuple[int, int] | None = None,
+    fixed_size: tuple[int, int] | None = None, residual_kernel: int = 3,
 ) -> Path:
     """TransformerNet's structure with ``width`` channels where it has 32 (64 and 128
     become 2x and 4x), ``residuals`` residual blocks where it has 5, seeded weights, and
     an output around 0-255 like a trained model's. ``fixed_size``: the input's height
-    and width, as torch.onnx.export writes them without dynamic axes."""
+    and width, as torch.onnx.export writes them without dynamic axes.
+    ``residual_kernel``: the residual blocks' kernel size (3 in TransformerNet)."""
     b = _Builder(seed)
     c1, c2, c3 = width, 2 * width, 4 * width
     x = b.node("Mul", ["input", b.constant(np.float32(1 / 255), "s")], "scaled")
@@ -107,8 +108,8 @@ def transformer_net(
     x = b.relu(b.instance_norm(b.conv_layer(x, c1, c2, 3, 2), c2))
     x = b.relu(b.instance_norm(b.conv_layer(x, c2, c3, 3, 2), c3))
     for _ in range(residuals):
-        y = b.relu(b.instance_norm(b.conv_layer(x, c3, c3, 3), c3))
-        y = b.instance_norm(b.conv_layer(y, c3, c3, 3), c3)
+        y = b.relu(b.instance_norm(b.conv_layer(x, c3, c3, residual_kernel), c3))
+        y = b.instance_norm(b.conv_layer(y, c3, c3, residual_kernel), c3)
         x = b.node("Add", [x, y], "res")
     x = b.relu(b.instance_norm(b.conv_layer(b.upsample(x), c3, c2, 3), c2))
     x = b.relu(b.instance_norm(b.conv_layer(b.upsample(x), c2, c1, 3), c1))

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cvstyle import surgery, tiling
+from cvstyle import presets, surgery, tiling
 from cvstyle.cli import main
 from cvstyle.engines import clear_network_cache, load_runner, ranking
 from cvstyle.errors import CvstyleError
@@ -87,6 +87,22 @@ def test_spilled_run_equals_one_pass_and_leaves_no_files(engine, instance_norm_m
     assert np.abs(spilled.astype(int) - whole).max() <= 1
     assert calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
     assert not list(spill_folder.iterdir())
+
+
+@pytest.mark.parametrize("kernel", [3, 7])
+def test_windows_hold_the_context_each_stage_s_kernels_need(kernel, photo, spill_folder):
+    """Each stage reads as much context as its convolutions reach, at its resolution:
+    7x7 residual convolutions at a quarter of the resolution need 12 pixels a side."""
+    onnx_graphs = pytest.importorskip("onnx_graphs")
+    path = onnx_graphs.transformer_net(spill_folder.parent / "net.onnx", seed=3, residuals=2, residual_kernel=kernel)
+    model = open_model(path, presets.preset("rgb255"))
+    runner = load_runner(model, "onnxruntime", "cpu")
+    network = staged.staged_network(model, runner)
+    residual = network.stages[4]  # a residual block's first convolution, at a quarter
+    assert network.margin(residual) == 4 * (kernel // 2)
+    whole = runner(photo).astype(int)
+    tiled = tiling.stylize_large(runner, model, photo, TileSettings(max_tile=64), max_memory=1)
+    assert np.abs(tiled.astype(int) - whole).max() <= 1
 
 
 class Interrupted(KeyboardInterrupt):

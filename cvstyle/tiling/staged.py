@@ -48,9 +48,6 @@ SINGLE_PASS_MAPS = 6
 # compiled stages hold more per window than the others.
 STAGED_WINDOW_MAPS = {("openvino", 1): 28, ("openvino", 2): 18, ("onnxruntime", 2): 9}
 STAGED_WINDOW_MAPS_DEFAULT = 16
-# Context beyond a tile's core that a stage computes, in padded-image pixels: more than
-# any one stage's convolutions reach (a 9x9 at full resolution, a 3x3 at a quarter).
-STAGE_MARGIN = 16
 
 
 @dataclass
@@ -81,6 +78,19 @@ class StagedNetwork:
             stage.graph, runner.engine, runner.device, model.name, runner.precision, pooled=False, streams=self.streams,
         )
         return stage, StyleRunner(network, model.preprocessing, model.name)
+
+    def margin(self, stage: surgery.Stage) -> int:
+        """The context beyond a tile's core that ``stage`` needs, in padded-image pixels:
+        its convolutions' reach (:func:`cvstyle.surgery.spatial_reach`), counted at the
+        lowest resolution among its inputs and outputs. More context would change
+        nothing in an exact map and only cost time."""
+        def scale(name: str) -> Fraction:
+            norm = self.normalisations.get(name)
+            where = self.geometry.get(norm.source if norm else name)
+            return where.scale if where else Fraction(1)  # the image itself
+
+        lowest = min(scale(name) for name in (*stage.inputs, *stage.outputs))
+        return math.ceil(surgery.spatial_reach(stage.graph) / lowest)
 
     def reach(self, stage: surgery.Stage) -> Fraction:
         """How far (in padded-image pixels) the stage's outputs lie inside its inputs'
@@ -265,10 +275,10 @@ class _Run:
         return (moments, count) if summed and count else None
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
-        stage, runner, margin = self.network.stages[index], self.network.runners[index], STAGE_MARGIN
+        stage, runner = self.network.stages[index], self.network.runners[index]
         if index - 1 in self.network.recomputed:
             stage, runner = self.network.merged(index, self.statistics, self.runner, self.model)
-            margin = 2 * STAGE_MARGIN  # the context of two stages' convolutions
+        margin = self.network.margin(stage)
         stored = index not in self.network.recomputed
         height, width = self.padded.inner
         border = self.network.border
