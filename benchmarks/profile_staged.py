@@ -32,10 +32,10 @@ def timed_writes(seconds: dict, sizes: dict) -> None:
     """Wrap ActivationStore.write to add up its time and bytes per kind of map."""
     write = activations.ActivationStore.write
 
-    def counted(self, name, rows, cols, block, each=None):
+    def counted(self, name, rows, cols, block):
         kind = "RAM" if name in self.arrays else "file"
         start = time.perf_counter()
-        result = write(self, name, rows, cols, block, each)
+        result = write(self, name, rows, cols, block)
         seconds[kind] += time.perf_counter() - start
         sizes[kind] += block.nbytes
         return result

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,9 +106,8 @@ class ActivationStore:
         path, shape = self.files[name]
         return np.memmap(path, np.float32, "r+", shape=shape)
 
-    # Reads and writes go channel by channel: the work each plane needs (an affine map
-    # on the way in, statistics on the way out) then finds it in the CPU's cache, where
-    # a pass over a whole block would read it from memory again.
+    # Reads go channel by channel: each plane's affine map then finds it in the CPU's
+    # cache, where a pass over a whole block would read it from memory again.
 
     def read(self, name: str, rows: slice, cols: slice, affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """A copy of ``[:, rows, cols]``, each channel ``c`` times ``gain[c]`` plus
@@ -125,18 +123,11 @@ class ActivationStore:
         del whole  # unmaps a file's pages from this process
         return block
 
-    def write(self, name: str, rows: slice, cols: slice, block: np.ndarray,
-              each: Callable[[np.ndarray], object] | None = None) -> list:
-        """Store ``block`` at ``[:, rows, cols]``; ``each(plane)`` for every channel
-        just written, the results in a list."""
+    def write(self, name: str, rows: slice, cols: slice, block: np.ndarray) -> None:
+        """Store ``block`` at ``[:, rows, cols]``."""
         whole = self._map(name)
-        results = []
-        for channel, plane in enumerate(block):
-            whole[channel, rows, cols] = plane
-            if each is not None:
-                results.append(each(plane))
+        whole[:, rows, cols] = block
         del whole
-        return results
 
     def free(self, name: str) -> None:
         if name in self.arrays:

@@ -256,9 +256,9 @@ class _Run:
         return self.store.read(name, _extent(where, regions[0]), _extent(where, regions[1]), affine)
 
     def keep(self, name: str, tile: Tile, regions, output: np.ndarray, summed: bool,
-             stored: bool) -> tuple[list, int] | None:
+             stored: bool) -> tuple[np.ndarray, np.ndarray, int] | None:
         """Store the tile's core of ``output`` (or paint it, for the picture); its
-        per-channel moments and pixel count where ``summed``."""
+        per-channel sums and sums of squares and its pixel count where ``summed``."""
         where, border = self.network.geometry[name], self.network.border
         (height, width), starts = self.padded.inner, [_extent(where, region).start for region in regions]
         rows, cols = (where.over_core(span, border, size) for span, size in zip((tile.rows, tile.cols), (height, width)))
@@ -267,12 +267,10 @@ class _Run:
             picture = self.runner.postprocess(block[None], block.shape[1], block.shape[2])
             self.result[rows, cols] = picture
             return None
-        count = block.shape[1] * block.shape[2]
         if stored:
-            moments = self.store.write(name, rows, cols, block, StatisticsSum.moments if summed and count else None)
-        elif summed and count:
-            moments = [StatisticsSum.moments(plane) for plane in block]
-        return (moments, count) if summed and count else None
+            self.store.write(name, rows, cols, block)
+        count = block.shape[1] * block.shape[2]
+        return (*StatisticsSum.sums(block), count) if summed and count else None
 
     def stage(self, index: int, progress: Callable[[], None]) -> None:
         stage, runner = self.network.stages[index], self.network.runners[index]
@@ -310,7 +308,7 @@ class _Run:
             for kept in tiles.map(run_tile, self.tiles):
                 for name, summed in zip(stage.outputs, kept):
                     if summed is not None:
-                        sums[name].add_moments(*summed)
+                        sums[name].add_sums(*summed)
                 progress()
         finally:  # after an error or an interrupt, the tiles not started are dropped
             tiles.shutdown(wait=True, cancel_futures=True)
