@@ -170,15 +170,14 @@ def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance
     network = staged.staged_network(model, runner)
     inner = tiling.PaddedImage(bgr, network.border).inner
     maps = staged.stored_bytes(network, *inner)
-    margin = tiling.DEFAULT_SETTINGS.margin
 
     def plan(budget: int) -> tuple[int, int]:
-        core, ram = tiling._staged_plan(runner, model, bgr, 2048, margin, budget)
-        window = network.window_bytes(core + 2 * (margin + network.border), runner.engine)
+        core, ram = tiling._staged_plan(runner, model, bgr, 2048, budget)
+        window = network.window_bytes(core, runner.engine)
         assert ram + window + 2 * bgr.nbytes <= budget
         return core, staged.disk_needed(network, *inner, ram)
 
-    roomy = 2 * bgr.nbytes + 1.1 * maps + network.window_bytes(640 + 2 * (margin + network.border), "onnxruntime")
+    roomy = 2 * bgr.nbytes + 1.1 * maps + network.window_bytes(640, "onnxruntime")
     core, disk = plan(int(roomy))
     assert disk == 0 and core >= tiling.MIN_UNSPILLED_CORE
     core, disk = plan(int(roomy) - maps // 2)

@@ -154,7 +154,7 @@ MIN_UNSPILLED_CORE = 384
 
 
 def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_core: int,
-                 margin: int, budget: int) -> tuple[int, int]:
+                 budget: int) -> tuple[int, int]:
     """Tile core side and the RAM for whole-image activation maps within ``budget``
     bytes: what the process already holds, the photo and its result come first; then
     all the maps and the largest tile's work that fits beside them, or where that tile
@@ -164,7 +164,7 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     maps = math.ceil(REUSE_SLACK * stored_bytes(network, *PaddedImage(bgr, network.border).inner))
 
     def work(core: int) -> int:
-        return network.window_bytes(core + 2 * (margin + network.border), runner.engine)
+        return network.window_bytes(core, runner.engine)
 
     def fitting(room: int) -> int:
         core = largest_core
@@ -234,7 +234,7 @@ def stylize_large(
         if auto_engine:
             runner = staged_runner(runner, model)
         budget = max_memory or default_budget()
-        core, ram = _staged_plan(runner, model, bgr, max_core, margin, budget)
+        core, ram = _staged_plan(runner, model, bgr, max_core, budget)
         return stylize_staged(runner, model, bgr, core, margin, ram, progress)
     if model.normalisations:
         frozen = image_statistics(model, runner, bgr, settings)

@@ -44,9 +44,10 @@ Progress = Callable[[int, int], None]
 # pass, and one window of a staged run (its inputs, outputs, normalised copies, the
 # engine's own buffers and the mapped rows of spilled maps); see docs/benchmarks.md.
 SINGLE_PASS_MAPS = 6
-# Per window, by engine and streams (two windows run at once on two streams); OpenVINO's
-# compiled stages hold more per window than the others.
-STAGED_WINDOW_MAPS = {("openvino", 1): 28, ("openvino", 2): 18, ("onnxruntime", 2): 9}
+# Per window, by engine and streams (two windows run at once on two streams), for a
+# window of the core plus the stages' context; OpenVINO's compiled stages hold more per
+# window than the others. Measured at 12 MP, with room to spare (docs/benchmarks.md).
+STAGED_WINDOW_MAPS = {("openvino", 1): 44, ("openvino", 2): 28, ("onnxruntime", 2): 9}
 STAGED_WINDOW_MAPS_DEFAULT = 16
 
 
@@ -68,6 +69,9 @@ class StagedNetwork:
     # Resident memory the engines kept after earlier photos (buffers for their shapes),
     # which the next photo's stages reuse rather than add to.
     held: int = 0
+    # The widest context beyond a tile's core that any stage (merged ones included)
+    # reads, in padded-image pixels: how much larger than its core a window is.
+    context: int = 0
 
     def merged(self, index: int, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
                runner: StyleRunner, model: Model) -> tuple[surgery.Stage, StyleRunner]:
@@ -106,10 +110,11 @@ class StagedNetwork:
         """About how much memory one untiled pass takes at this size."""
         return int(SINGLE_PASS_MAPS * self.largest_map() * height * width)
 
-    def window_bytes(self, side: int, engine: str) -> int:
-        """About how much memory a staged run on ``engine`` takes for its square
-        windows, one per stream."""
+    def window_bytes(self, core: int, engine: str) -> int:
+        """About how much memory a staged run on ``engine`` takes for its windows, one
+        per stream, around square tile cores of side ``core``."""
         maps = STAGED_WINDOW_MAPS.get((engine, self.streams), STAGED_WINDOW_MAPS_DEFAULT)
+        side = core + 2 * self.context
         return int(self.streams * maps * self.largest_map() * side * side)
 
 
@@ -156,7 +161,10 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     for index in recomputed:  # the next stage reads this one's inputs again
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
-    return StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed, streams)
+    network = StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed, streams)
+    merged = [_merged_stage(graph, stages, index + 1, _dummy_statistics(stages[index + 1], channels)) for index in recomputed]
+    network.context = max(network.margin(stage) for stage in [*stages, *merged]) + SIZE_MULTIPLE  # the stride grid
+    return network
 
 
 on_clear(staged_network.cache_clear)
@@ -167,6 +175,13 @@ def _merged_stage(graph: "onnx.ModelProto", stages: list[surgery.Stage], index: 
     that start stage ``index`` puts its nodes on the level of the stage before."""
     frozen = {norm.source: statistics[norm.source] for norm in stages[index].normalisations}
     return surgery.split_stages(surgery.freeze_instance_norms(graph, frozen))[index - 1]
+
+
+def _dummy_statistics(stage: surgery.Stage, channels: dict[str, int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Statistics of the right shape for the normalisations ``stage`` starts from, to
+    build its merged form before the real ones are known."""
+    return {norm.source: (np.zeros(channels.get(norm.source, 1)), np.ones(channels.get(norm.source, 1)))
+            for norm in stage.normalisations}
 
 
 def _recomputed(graph: "onnx.ModelProto", stages: list[surgery.Stage], channels: dict[str, int],
@@ -193,8 +208,7 @@ def _recomputed(graph: "onnx.ModelProto", stages: list[surgery.Stage], channels:
             or size(stage.outputs) <= size(inputs)
         ):
             continue
-        dummy = {name: (np.zeros(channels.get(name, 1)), np.ones(channels.get(name, 1))) for name in normalised}
-        if _merged_stage(graph, stages, index + 1, dummy).outputs == following.outputs:
+        if _merged_stage(graph, stages, index + 1, _dummy_statistics(following, channels)).outputs == following.outputs:
             chosen.add(index)
     return frozenset(chosen)
 
