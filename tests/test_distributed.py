@@ -247,7 +247,7 @@ def test_without_the_extra_ray_names_the_install_command(tmp_path, monkeypatch, 
 
 
 def test_a_bad_model_or_a_missing_engine_fails_once_before_ray_starts(tmp_path, monkeypatch, capsys):
-    import ray
+    ray = pytest.importorskip("ray")
 
     monkeypatch.setattr(ray, "init", lambda *args, **kwargs: pytest.fail("Ray was started"))
     monkeypatch.chdir(tmp_path)

@@ -46,8 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "DEVICES", "ENGINES", "PRECISIONS", "WARM_UP_FORWARDS", "check_choice", "choose_engine", "engine_candidates",
-    "load_runner",
-    "load_variant", "clear_network_cache",
+    "load_runner", "load_variant", "clear_network_cache",
 ]
 
 

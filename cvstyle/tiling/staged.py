@@ -46,7 +46,8 @@ Progress = Callable[[int, int], None]
 SINGLE_PASS_MAPS = 6
 # Per window, by engine and streams (two windows run at once on two streams), for a
 # window of the core plus the stages' context; OpenVINO's compiled stages hold more per
-# window than the others. Measured at 12 MP, with room to spare (docs/benchmarks.md).
+# window than the others. Two streams measured at 12 MP, with room to spare; OpenVINO on
+# one stream scaled from its two-stream figure as before, not measured (docs/benchmarks.md).
 STAGED_WINDOW_MAPS = {("openvino", 1): 44, ("openvino", 2): 28, ("onnxruntime", 2): 9}
 STAGED_WINDOW_MAPS_DEFAULT = 16
 
