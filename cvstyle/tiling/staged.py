@@ -20,7 +20,7 @@ import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -70,8 +70,10 @@ class StagedNetwork:
     # Resident memory the engines kept after earlier photos (buffers for their shapes),
     # which the next photo's stages reuse rather than add to.
     held: int = 0
-    # The widest context beyond a tile's core that any stage (merged ones included)
-    # reads, in padded-image pixels: how much larger than its core a window is.
+    # The context beyond a tile's core each stage reads as it runs (merged with the one
+    # before where that one is recomputed), in padded-image pixels (:meth:`margin`).
+    margins: list[int] = field(default_factory=list)
+    # The widest of them on the stride grid: how much larger than its core a window is.
     context: int = 0
 
     def merged(self, index: int, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -163,8 +165,12 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
     network = StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed, streams)
-    merged = [_merged_stage(graph, stages, index + 1, _dummy_statistics(stages[index + 1], channels)) for index in recomputed]
-    network.context = max(network.margin(stage) for stage in [*stages, *merged]) + SIZE_MULTIPLE  # the stride grid
+    run = [
+        _merged_stage(graph, stages, index, _dummy_statistics(stage, channels)) if index - 1 in recomputed else stage
+        for index, stage in enumerate(stages)
+    ]
+    network.margins = [network.margin(stage) for stage in run]
+    network.context = max(network.margins) + SIZE_MULTIPLE
     return network
 
 
@@ -291,7 +297,7 @@ class _Run:
         stage, runner = self.network.stages[index], self.network.runners[index]
         if index - 1 in self.network.recomputed:
             stage, runner = self.network.merged(index, self.statistics, self.runner, self.model)
-        margin = self.network.margin(stage)
+        margin = self.network.margins[index]
         stored = index not in self.network.recomputed
         height, width = self.padded.inner
         border = self.network.border
