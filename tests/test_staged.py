@@ -70,9 +70,33 @@ def test_clearing_the_network_cache_forgets_staged_networks(instance_norm_model)
     runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
     first = staged.staged_network(open_model(instance_norm_model), runner)
     assert staged.staged_network(open_model(instance_norm_model), runner) is first
-    assert staged.staged_network.cache_info().currsize
+    assert staged._staged_network.cache_info().currsize
     clear_network_cache()  # the stage networks' memory goes with the cache
-    assert staged.staged_network.cache_info().currsize == 0
+    assert staged._staged_network.cache_info().currsize == 0
+
+
+def test_the_next_photo_runs_on_the_stages_the_first_one_built(instance_norm_model, photo, monkeypatch):
+    """A staged network has more stage networks than the engines' cache of runners
+    keeps. Under auto, with the stages on another engine than the photo's forward, the
+    next photo must find the stages (and their engine's runner) the first one built,
+    not build them all again."""
+    monkeypatch.setattr(ranking, "staged_ranked", lambda run, wanted: ["opencv", "onnxruntime"])
+    model = open_model(instance_norm_model)
+    runner = load_runner(model, "onnxruntime", "cpu")
+    used = []
+    real = tiling.stylize_staged
+
+    def stylize_staged(stage_runner, stage_model, *args):
+        painted = real(stage_runner, stage_model, *args)
+        used.append(staged.staged_network(stage_model, stage_runner))
+        return painted
+
+    monkeypatch.setattr(tiling, "stylize_staged", stylize_staged)
+    paint = [tiling.stylize_large(runner, model, photo, SMALL_TILES, max_memory=parse_size("64M"), auto_engine=True)
+             for _ in range(2)]
+    assert len(used) == 2 and used[0] is used[1]
+    assert used[0].runners[0].engine == "opencv"
+    assert np.array_equal(paint[0], paint[1])
 
 
 @pytest.mark.parametrize("engine", ["opencv", "onnxruntime"])
@@ -168,6 +192,7 @@ def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance
     monkeypatch.setattr(tiling, "resident_memory", lambda: 0)
     bgr = np.zeros((3000, 4000, 3), np.uint8)
     network = staged.staged_network(model, runner)
+    monkeypatch.setattr(network, "held", 0)  # nor memory kept from earlier photos
     inner = tiling.PaddedImage(bgr, network.border).inner
     maps = staged.stored_bytes(network, *inner)
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import surgery
-from ..engines import build_network, load_variant, on_clear
+from ..engines import build_network, on_clear
 from ..engines.streams import throughput_streams
 from ..memory import resident_memory
 from ..model import Model
@@ -81,10 +81,7 @@ class StagedNetwork:
         """Stages ``index - 1`` and ``index`` as one, with the normalisations between
         them frozen to ``statistics``, on ``runner``'s engine."""
         stage = _merged_stage(self.graph, self.stages, index, statistics)
-        network = build_network(
-            stage.graph, runner.engine, runner.device, model.name, runner.precision, pooled=False, streams=self.streams,
-        )
-        return stage, StyleRunner(network, model.preprocessing, model.name)
+        return stage, _stage_runner(model, stage.graph, runner.engine, runner.device, runner.precision, self.streams)
 
     def margin(self, stage: surgery.Stage) -> int:
         """The context beyond a tile's core that ``stage`` needs, in padded-image pixels:
@@ -125,34 +122,40 @@ def _graph(model: Model, border: int) -> "onnx.ModelProto":
     return surgery.without_leading_pad(model.graph) if border else model.graph
 
 
-@functools.lru_cache(maxsize=4)
 def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
-    """``model`` cut into stages on ``runner``'s engine and device, kept for the model's
-    next photo: cutting runs shape inference and probes the network twice."""
+    """``model`` cut into stages on ``runner``'s engine, device and precision, kept for
+    the model's next photo: cutting runs shape inference and probes the network twice,
+    and each stage's network takes a while to build."""
+    return _staged_network(model, runner.engine, runner.device, runner.precision)
+
+
+def _stage_runner(model: Model, graph: "onnx.ModelProto", engine: str, device: str, wanted: str,
+                  streams: int = 1) -> StyleRunner:
+    # Built here, not taken from the engines' cache of runners: a staged network holds
+    # more networks than that cache keeps, so there each photo would evict the last
+    # photo's stages (and the model's own runner) and build them all again.
+    network = build_network(graph, engine, device, model.name, wanted, pooled=False, streams=streams)
+    return StyleRunner(network, model.preprocessing, model.name)
+
+
+@functools.lru_cache(maxsize=4)
+def _staged_network(model: Model, engine: str, device: str, wanted: str) -> StagedNetwork:
     border = surgery.leading_border(model.graph) or 0
     graph = _graph(model, border)
     stages = surgery.split_stages(graph)
     final = graph.graph.output[0].name
     kept = sorted({name for stage in stages for name in stage.outputs} - {final})
-    engine, device, wanted = runner.engine, runner.device, runner.precision
-    probe = load_variant(
-        model, engine, device, "stage-probe", lambda: surgery.with_outputs(graph, kept, replace=True), wanted=wanted,
-    )
+    probe = _stage_runner(model, surgery.with_outputs(graph, kept, replace=True), engine, device, wanted)
     geometry = dict(zip(kept, map_geometry(probe, kept)))
     # The picture: the padded image less the border the padding added.
     geometry[final] = MapGeometry(Fraction(1), Fraction(border))
     with probe.lock:
         shapes = probe.infer(probe.preprocess(np.zeros((96, 96, 3), np.uint8)), kept)
+    del probe
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
     # Tiles run on two streams (cvstyle.engines.streams): while one tile's window is
     # copied in or out of the maps, on one core, the other's runs on the other core.
-    runners = [
-        load_variant(
-            model, engine, device, f"stage-{index}", lambda stage=stage: stage.graph, wanted=wanted, pooled=False,
-            streams=throughput_streams(),
-        )
-        for index, stage in enumerate(stages)
-    ]
+    runners = [_stage_runner(model, stage.graph, engine, device, wanted, throughput_streams()) for stage in stages]
     streams = runners[0].streams  # one where the engine cannot split the cores
     sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
     last_use: dict[str, int] = {}
@@ -174,7 +177,7 @@ def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
     return network
 
 
-on_clear(staged_network.cache_clear)
+on_clear(_staged_network.cache_clear)
 
 
 def _merged_stage(graph: "onnx.ModelProto", stages: list[surgery.Stage], index: int, statistics) -> surgery.Stage:
@@ -378,10 +381,10 @@ def stylize_staged(
             progress(done[0], total)
 
     disk = disk_needed(network, *inner, ram_budget)
-    before = resident_memory()
+    unheld = resident_memory() - network.held  # the process without the engines' kept memory
     with ActivationStore(ram_budget, disk) as store:
         run = _Run(network, model, runner, bgr, tiles, store)
         for index in range(len(network.stages)):
             run.stage(index, step)
-    network.held += max(0, resident_memory() - before)
+    network.held = max(0, resident_memory() - unheld - run.result.nbytes)
     return run.result[: bgr.shape[0], : bgr.shape[1]]
