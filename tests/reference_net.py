@@ -13,13 +13,21 @@ from numpy.lib.stride_tricks import sliding_window_view
 from cvstyle.torch7 import TorchObject
 
 
+COLUMN_BLOCK = 2**25  # unfolded input values per block of output rows (photos of megapixels)
+
+
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, pad: int) -> np.ndarray:
     x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
     n_out, n_in, k_h, k_w = weight.shape
     windows = sliding_window_view(x, (k_h, k_w), axis=(1, 2))[:, ::stride, ::stride]
-    # windows: (in, H', W', kH, kW) -> (H', W', in*kH*kW)
-    cols = windows.transpose(1, 2, 0, 3, 4).reshape(windows.shape[1], windows.shape[2], -1)
-    out = cols @ weight.reshape(n_out, -1).T.astype(np.float64) + bias
+    kernel = weight.reshape(n_out, -1).T.astype(np.float64)
+    out = np.empty((windows.shape[1], windows.shape[2], n_out))
+    rows = max(1, COLUMN_BLOCK // (windows.shape[2] * kernel.shape[0]))
+    for top in range(0, windows.shape[1], rows):
+        # windows: (in, h, W', kH, kW) -> (h, W', in*kH*kW)
+        block = windows[:, top : top + rows]
+        cols = block.transpose(1, 2, 0, 3, 4).reshape(block.shape[1], block.shape[2], -1)
+        out[top : top + rows] = cols @ kernel + bias
     return out.transpose(2, 0, 1)
 
 
