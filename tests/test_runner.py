@@ -17,7 +17,7 @@ from cvstyle import torch7
 from cvstyle.errors import CvstyleError
 from cvstyle.engines import load_runner
 from cvstyle.engines.opencv import resolve_device
-from cvstyle.runner import Preprocessing, StyleRunner
+from cvstyle.runner import Preprocessing, StyleRunner, pad_to_network
 
 
 @pytest.mark.parametrize("height,width", [(199, 301), (64, 48), (37, 53)])
@@ -79,6 +79,23 @@ def test_unknown_and_missing_devices(monkeypatch):
     monkeypatch.setattr(cv2.ocl, "haveOpenCL", lambda: False)
     with pytest.raises(CvstyleError, match="no OpenCL platform"):
         resolve_device("opencl")
+
+
+@pytest.mark.parametrize(
+    "preprocessing",
+    [Preprocessing(), Preprocessing(mean_bgr=(1.5, 20.25, 127.0), scale=1 / 255, swap_rb=True)],
+)
+@pytest.mark.parametrize("size", [(37, 53), (768, 1024)])
+def test_preprocess_gives_opencv_s_blob(preprocessing, size):
+    """The blob is bit for bit cv2.dnn.blobFromImage's (mean subtracted after the channel
+    swap, then scaled), at an odd size and at one where blobFromImage is slow."""
+    bgr = np.random.default_rng(1).integers(0, 256, (*size, 3), np.uint8)
+    runner = StyleRunner(SimpleNamespace(streams=1), preprocessing)
+    mean = preprocessing.mean_bgr[::-1] if preprocessing.swap_rb else preprocessing.mean_bgr
+    expected = cv2.dnn.blobFromImage(pad_to_network(bgr), preprocessing.scale, None, mean,
+                                     swapRB=preprocessing.swap_rb, crop=False)
+    blob = runner.preprocess(bgr)
+    assert blob.dtype == np.float32 and np.array_equal(blob, expected)
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,8 @@ def test_tiles_cover_the_image_once_with_aligned_windows():
 @pytest.mark.parametrize("border", [0, 40])
 def test_windows_are_cut_from_the_image_as_the_network_pads_it(height, width, border):
     """Windows are gathered from the photo itself (no padded copy of a large photo), and
-    equal the same windows of the explicitly padded photo."""
+    equal the same windows of the explicitly padded photo; those that lie within the
+    photo are views of it, not copies."""
     photo = np.random.default_rng(height).integers(0, 256, (height, width, 3), np.uint8)
     reflect = cv2.BORDER_REFLECT_101
     padded = cv2.copyMakeBorder(pad_to_network(photo), border, border, border, border, reflect)
@@ -68,6 +69,8 @@ def test_windows_are_cut_from_the_image_as_the_network_pads_it(height, width, bo
         (top, bottom), (left, right) = tile.rows.window, tile.cols.window
         expected = padded[top : bottom + 2 * border, left : right + 2 * border]
         assert np.array_equal(view.window(tile), expected)
+        inside = top >= border and left >= border and bottom + border <= height and right + border <= width
+        assert np.shares_memory(view.window(tile), photo) == inside
 
 
 @pytest.mark.parametrize("family", ["eccv16", "instance_norm"])

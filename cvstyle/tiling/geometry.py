@@ -102,12 +102,18 @@ class PaddedImage:
             return reflect_101(inner, length)
         return np.minimum(inner, length - 1)  # pad_to_network replicates such images
 
+    def region(self, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+        """Padded-image rows and columns ``start:stop``: a view of ``bgr`` where they lie
+        within it, else gathered (a copy)."""
+        indices = [self.indices(*span, axis) for axis, span in enumerate((rows, cols))]
+        if all(len(index) and np.all(np.diff(index) == 1) for index in indices):
+            return self.bgr[indices[0][0]: indices[0][-1] + 1, indices[1][0]: indices[1][-1] + 1]
+        return self.bgr[np.ix_(*indices)]
+
     def window(self, tile: Tile) -> np.ndarray:
         """The tile's window with ``border`` pixels of context on every side."""
         (top, bottom), (left, right) = tile.rows.window, tile.cols.window
-        rows = self.indices(top, bottom + 2 * self.border, 0)
-        cols = self.indices(left, right + 2 * self.border, 1)
-        return self.bgr[np.ix_(rows, cols)]
+        return self.region((top, bottom + 2 * self.border), (left, right + 2 * self.border))
 
 
 def stylize_tiled(

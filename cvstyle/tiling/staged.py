@@ -271,8 +271,7 @@ class _Run:
         if name in self.network.geometry:
             return self.read(name, regions)[None]
         (top, height), (left, width) = regions  # the image itself
-        rows, cols = self.padded.indices(top, top + height, 0), self.padded.indices(left, left + width, 1)
-        return self.runner.preprocess(self.padded.bgr[np.ix_(rows, cols)])
+        return self.runner.preprocess(self.padded.region((top, top + height), (left, left + width)))
 
     def read(self, name: str, regions: tuple[tuple[int, int], tuple[int, int]],
              affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
