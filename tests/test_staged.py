@@ -248,6 +248,22 @@ def test_the_budget_decides_between_one_pass_and_stages(instance_norm_model, pho
     assert not tiling.fits_one_pass(load_runner(instance_norm_model, "opencv", "cpu"), model, photo, 10**10)
 
 
+def test_deciding_on_one_pass_builds_no_stage_networks(instance_norm_model, photo, monkeypatch):
+    """Whether a photo fits one pass depends on the sizes of the maps alone: a photo
+    that then runs in one pass (or on another engine's stages, under auto) must not pay
+    for building every stage's network."""
+    clear_network_cache()
+    built = []
+    real_build = staged.build_network
+    monkeypatch.setattr(staged, "build_network", lambda graph, *args, **kwargs: (built.append(graph), real_build(graph, *args, **kwargs))[1])
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    model = open_model(instance_norm_model)
+    assert tiling.fits_one_pass(runner, model, photo, 10**10) and not tiling.fits_one_pass(runner, model, photo, 10**6)
+    assert len(built) == 1  # the probe that measures the maps
+    network = staged.staged_network(model, runner)
+    assert len(network.runners) == len(network.stages) and len(built) == 1 + len(network.stages)
+
+
 def test_memory_sizes():
     assert parse_size("1.5G") == int(1.5 * 1024**3) and parse_size("800M") == 800 * 1024**2
     assert parse_size("2GiB") == 2 * 1024**3 and parse_size(12345) == 12345

@@ -58,7 +58,7 @@ class StagedNetwork:
 
     border: int
     stages: list[surgery.Stage]
-    runners: list[StyleRunner]
+    build: Callable[[], list[StyleRunner]]  # the stage networks (:attr:`runners`)
     geometry: dict[str, MapGeometry]
     channels: dict[str, int]
     last_use: dict[str, int]  # the last stage reading each kept tensor
@@ -66,7 +66,6 @@ class StagedNetwork:
     final: str  # the network's output
     graph: "onnx.ModelProto"  # the network the stages were cut from
     recomputed: frozenset[int]  # stages whose outputs the next stage recomputes
-    streams: int  # tiles run at once, one per stream of the stage networks
     # Resident memory the engines kept after earlier photos (buffers for their shapes),
     # which the next photo's stages reuse rather than add to.
     held: int = 0
@@ -75,6 +74,18 @@ class StagedNetwork:
     margins: list[int] = field(default_factory=list)
     # The widest of them on the stride grid: how much larger than its core a window is.
     context: int = 0
+
+    @functools.cached_property
+    def runners(self) -> list[StyleRunner]:
+        """One network per stage, built at the first staged run: deciding whether a
+        photo fits one pass needs only the maps' sizes."""
+        return self.build()
+
+    @property
+    def streams(self) -> int:
+        """Tiles run at once, one per stream of the stage networks (one where the
+        engine cannot split the cores)."""
+        return self.runners[0].streams
 
     def merged(self, index: int, statistics: dict[str, tuple[np.ndarray, np.ndarray]],
                runner: StyleRunner, model: Model) -> tuple[surgery.Stage, StyleRunner]:
@@ -123,9 +134,9 @@ def _graph(model: Model, border: int) -> "onnx.ModelProto":
 
 
 def staged_network(model: Model, runner: StyleRunner) -> StagedNetwork:
-    """``model`` cut into stages on ``runner``'s engine, device and precision, kept for
+    """``model`` cut into stages for ``runner``'s engine, device and precision, kept for
     the model's next photo: cutting runs shape inference and probes the network twice,
-    and each stage's network takes a while to build."""
+    and each stage's network (built at the first staged run) takes a while to build."""
     return _staged_network(model, runner.engine, runner.device, runner.precision)
 
 
@@ -155,8 +166,9 @@ def _staged_network(model: Model, engine: str, device: str, wanted: str) -> Stag
     channels = {name: shape.shape[1] for name, shape in zip(kept, shapes)}
     # Tiles run on two streams (cvstyle.engines.streams): while one tile's window is
     # copied in or out of the maps, on one core, the other's runs on the other core.
-    runners = [_stage_runner(model, stage.graph, engine, device, wanted, throughput_streams()) for stage in stages]
-    streams = runners[0].streams  # one where the engine cannot split the cores
+    def build() -> list[StyleRunner]:
+        return [_stage_runner(model, stage.graph, engine, device, wanted, throughput_streams()) for stage in stages]
+
     sources = {norm.target: norm.source for stage in stages for norm in stage.normalisations}
     last_use: dict[str, int] = {}
     for index, stage in enumerate(stages):
@@ -167,7 +179,7 @@ def _staged_network(model: Model, engine: str, device: str, wanted: str) -> Stag
     for index in recomputed:  # the next stage reads this one's inputs again
         for name in stages[index].inputs:
             last_use[sources.get(name, name)] = index + 1
-    network = StagedNetwork(border, stages, runners, geometry, channels, last_use, norms, final, graph, recomputed, streams)
+    network = StagedNetwork(border, stages, build, geometry, channels, last_use, norms, final, graph, recomputed)
     run = [
         _merged_stage(graph, stages, index, _dummy_statistics(stage, channels)) if index - 1 in recomputed else stage
         for index, stage in enumerate(stages)
