@@ -181,7 +181,7 @@ def run(context: Context) -> str:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING)
     header = ["family", "setting", "forward ms", "speed vs default", "max abs diff (network output)",
               "max grey diff", "> 1 grey level"]
-    cost_header = ["family", "size", "forward ms", "preprocess ms (blobFromImage; % of forward)",
+    cost_header = ["family", "size", "forward ms", "preprocess ms (% of forward)",
                    "postprocess ms (% of forward)", "former NumPy postprocess ms"]
     return (
         f"Each setting on a fresh network at a fixed {fmt_size(size)} input, all interleaved run by "
@@ -190,7 +190,8 @@ def run(context: Context) -> str:
         f"after post-processing (grey levels). Changes beyond {GREY_LIMIT} grey level must stay "
         "opt-in.\n\n" + table(header, rows) + bullets(notes)
         + "\n\nInput layout and pre/post-processing: the runner's `preprocess` "
-        "(cv2.dnn.blobFromImage to NCHW float32) and `postprocess` (per plane, cv2.add of the mean "
+        "(per plane, cv2.subtract of the mean into an NCHW float32 blob, bit for bit "
+        "cv2.dnn.blobFromImage's) and `postprocess` (per plane, cv2.add of the mean "
         "with a saturating, round-to-even conversion to uint8, then cv2.merge) against the forward, "
         "and the NumPy post-processing the project used before (transpose, add mean, rint, clip, "
         "astype) with its difference to the project's.\n\n" + table(cost_header, cost_rows(context))
