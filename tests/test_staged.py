@@ -264,6 +264,29 @@ def test_deciding_on_one_pass_builds_no_stage_networks(instance_norm_model, phot
     assert len(network.runners) == len(network.stages) and len(built) == 1 + len(network.stages)
 
 
+def test_the_plan_counts_the_memory_of_the_stage_networks(instance_norm_model, monkeypatch):
+    """The stage networks, built at the first staged run, take memory: the plan reads
+    what the process holds after building them, so that maps and windows fit beside."""
+    clear_network_cache()
+    runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
+    model = open_model(instance_norm_model)
+    held = [0]
+    real_stage_runner = staged._stage_runner
+
+    def stage_runner(*args, **kwargs):
+        held[0] += 50 * 2**20  # each network "takes" 50 MiB
+        return real_stage_runner(*args, **kwargs)
+
+    monkeypatch.setattr(staged, "_stage_runner", stage_runner)
+    monkeypatch.setattr(tiling, "resident_memory", lambda: held[0])
+    bgr = np.zeros((3000, 4000, 3), np.uint8)
+    budget = 4 * 2**30
+    core, ram = tiling._staged_plan(runner, model, bgr, 2048, budget)
+    network = staged.staged_network(model, runner)
+    assert held[0] == 50 * 2**20 * (1 + len(network.stages))  # the probe and every stage
+    assert held[0] + 2 * bgr.nbytes + network.window_bytes(core, runner.engine) + ram <= budget
+
+
 def test_memory_sizes():
     assert parse_size("1.5G") == int(1.5 * 1024**3) and parse_size("800M") == 800 * 1024**2
     assert parse_size("2GiB") == 2 * 1024**3 and parse_size(12345) == 12345

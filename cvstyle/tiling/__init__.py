@@ -160,6 +160,7 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     all the maps and the largest tile's work that fits beside them, or where that tile
     would be small, a tile's work of up to half the rest and the maps in what is left."""
     network = staged_network(model, runner)
+    network.runners  # the stage networks: built before the process's memory is read, which then counts them
     free = max(0, budget - (resident_memory() - network.held) - 2 * bgr.nbytes)
     maps = math.ceil(REUSE_SLACK * stored_bytes(network, *PaddedImage(bgr, network.border).inner))
 
