@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -203,26 +204,16 @@ def run_jobs(
                     reads.pop(job.source)
                 yield job, picture
 
-        def start(pair: tuple[Job, Picture | CvstyleError | None]) -> Future | None:
-            job, picture = pair
-            if not isinstance(picture, Picture):
-                return None
-            return painting.submit(stylize_picture, job.stylizer, picture, options)
-
-        for (job, picture), painted in in_order(decoded(), start, painters):
-            error = picture if isinstance(picture, CvstyleError) else None
-            if picture is None:
+        for job, painted in paint_in_order(decoded(), lambda job: job.stylizer, options, painting, painters):
+            if painted is None:
                 error = _run_video(job, options, quality, video or VideoSettings())
-            elif painted is not None:
-                try:
-                    result = painted.result()
-                except CvstyleError as failure:
-                    error = failure
-                else:
-                    target = job.resolve_target(picture.alpha is not None)
-                    writes.append((job, pool.submit(write_image, target, result, quality)))
-                    writes = _collect_writes(writes, report, on_done, wait=False)
-                    continue
+            elif isinstance(painted, CvstyleError):
+                error = painted
+            else:
+                target = job.resolve_target(painted.alpha is not None)
+                writes.append((job, pool.submit(write_image, target, painted, quality)))
+                writes = _collect_writes(writes, report, on_done, wait=False)
+                continue
             if error is None:
                 report.written.append(job.target)
             else:
@@ -252,6 +243,31 @@ def _run_video(job: Job, options: dict, quality: int, settings: VideoSettings) -
     except CvstyleError as error:
         return error
     return None
+
+
+Item = TypeVar("Item")
+
+
+def paint_in_order(
+    decoded: Iterable[tuple[Item, Picture | CvstyleError | None]], stylizer_of: Callable[[Item], Stylizer],
+    options: dict, painting: ThreadPoolExecutor, painters: int,
+) -> Iterator[tuple[Item, Picture | CvstyleError | None]]:
+    """Each item with its painted picture, or the error that reading or painting it
+    gave, in the order of ``decoded`` (items without a picture pass as they come);
+    ``painters`` paintings run at once on ``painting``'s threads."""
+    def start(pair: tuple[Item, Picture | CvstyleError | None]) -> Future | None:
+        item, picture = pair
+        if not isinstance(picture, Picture):
+            return None
+        return painting.submit(stylize_picture, stylizer_of(item), picture, options)
+
+    for (item, picture), painted in in_order(decoded, start, painters):
+        if painted is not None:
+            try:
+                picture = painted.result()
+            except CvstyleError as error:
+                picture = error
+        yield item, picture
 
 
 def stylize_picture(stylizer: Stylizer, picture: Picture, options: dict) -> Picture:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -62,26 +62,15 @@ class FileStylizer:
             writes = []
             columns = ("index", "name", "model", "target", "auto_extension")
             decoded = ((row, self.error or reads[row[1]].result()) for row in zip(*(rows[c] for c in columns)))
-
-            def start(item) -> Future | None:
-                (_, _, model, _, _), picture = item
-                if isinstance(picture, CvstyleError):
-                    return None
-                return painting.submit(batch.stylize_picture, self.stylizers[model], picture, self.options)
-
-            for ((index, name, model, target, auto), picture), painted in in_order(decoded, start, self.painters):
-                error = picture if painted is None else None
-                if painted is not None:
-                    try:
-                        result = painted.result()
-                    except CvstyleError as failure:
-                        error = failure
-                if error is not None:
-                    record(index, target, error)
+            for (index, name, model, target, auto), painted in batch.paint_in_order(
+                decoded, lambda row: self.stylizers[row[2]], self.options, painting, self.painters,
+            ):
+                if isinstance(painted, CvstyleError):
+                    record(index, target, painted)
                     continue
                 job = batch.Job(Path(name), self.stylizers[model], Path(target), bool(auto))
-                target = str(job.resolve_target(picture.alpha is not None))
-                writes.append((index, target, pool.submit(write_image, self._path(target), result, self.quality)))
+                target = str(job.resolve_target(painted.alpha is not None))
+                writes.append((index, target, pool.submit(write_image, self._path(target), painted, self.quality)))
             for index, target, write in writes:
                 try:
                     write.result()
