@@ -113,8 +113,8 @@ class StyleRunner:
         # long at some sizes (1024x768 among them).
         for plane, mean, out in zip(planes, prep.mean_bgr[::-1] if prep.swap_rb else prep.mean_bgr, blob[0]):
             cv2.subtract(plane, mean, dst=out, dtype=cv2.CV_32F)
-            if prep.scale != 1.0:
-                cv2.multiply(out, prep.scale, dst=out)
+            if prep.scale != 1.0:  # in float32, as blobFromImage (cv2.multiply scales in double on OpenCV 4)
+                np.multiply(out, np.float32(prep.scale), out=out)
         return blob
 
     def infer(self, blob: np.ndarray, outputs: Sequence[str] | None = None):
