@@ -109,8 +109,9 @@ class StyleRunner:
         prep = self.preprocessing
         planes = cv2.split(bgr)[::-1] if prep.swap_rb else cv2.split(bgr)
         blob = np.empty((1, len(planes), *bgr.shape[:2]), np.float32)
-        # What cv2.dnn.blobFromImage computes, plane by plane: it takes several times as
-        # long at some sizes (1024x768 among them).
+        # What cv2.dnn.blobFromImage computes, plane by plane and without the float copy
+        # of the whole image it makes first, which makes it several times slower
+        # (docs/benchmarks.md, tenth session).
         for plane, mean, out in zip(planes, prep.mean_bgr[::-1] if prep.swap_rb else prep.mean_bgr, blob[0]):
             cv2.subtract(plane, mean, dst=out, dtype=cv2.CV_32F)
             if prep.scale != 1.0:  # in float32, as blobFromImage (cv2.multiply scales in double on OpenCV 4)
