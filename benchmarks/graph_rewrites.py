@@ -1,0 +1,158 @@
+"""Graph rewrites tried for issue 13's last gap and dropped: each against the project's own
+graph (``cvstyle.fast_graph.faster_graph``) on ONNX Runtime and OpenVINO, whole networks.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/graph_rewrites.py [--size 640x480] [--repeat 7]
+
+- ``winograd rows``: every 3x3, stride-1 convolution as a one-dimensional Winograd
+  F(2,3) along the rows: four row combinations of the input, four 1x3 convolutions on
+  half the rows (two thirds of the multiplications), two output combinations and the
+  rows interleaved again.
+- ``separable last conv``: the narrow 9x9 convolution as a 9x1 convolution to
+  3x9 channels and a grouped 1x9 one that sums them, instead of the space-to-depth form.
+
+Both fixture families, float32, one stream, the engines' own settings (latency hint,
+two threads). Each configuration's timed forward follows an untimed one of its own (an
+engine's threads spin a while after its forward and slow the next engine's), medians of
+``--repeat``. Also prints each rewrite's largest difference from the plain graph's output
+in grey levels before rounding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cvstyle import engines
+from cvstyle.fast_graph import _attributes, _Rewriter, faster_graph
+from cvstyle.model import open_model
+from cvstyle.onnx_export import require_onnx
+from cvstyle.runner import INPUT
+from cvstyle.testing import write_fixture_model
+
+from machine import machine_line
+
+ROWS = 2  # output rows per Winograd tile
+END = 2**62  # a Slice end past any size
+
+
+def _is_3x3(onnx, node, weights: dict) -> bool:
+    if node.op_type != "Conv" or node.input[1] not in weights:
+        return False
+    attributes = _attributes(onnx, node)
+    return (
+        list(weights[node.input[1]].dims[2:]) == [3, 3] and attributes.get("strides", [1, 1]) == [1, 1]
+        and attributes.get("dilations", [1, 1]) == [1, 1] and attributes.get("group", 1) == 1
+        and attributes.get("pads", [0, 0, 0, 0])[0::2] == [0, 0]
+    )
+
+
+def _winograd_rows(onnx, node, weights: dict) -> tuple[list, list]:
+    weight = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+    pads = _attributes(onnx, node).get("pads", [0, 0, 0, 0])
+    r = _Rewriter(onnx, node)
+    source = node.input[0]
+    rows = r.add("Shape", [source], "w_rows", start=2, end=3)
+    odd = r.add("Mod", [rows, r.constant("w_two", np.array([ROWS], np.int64))], "w_odd")
+    pad_to_even = r.add("Concat", [r.constant("w_zeros", np.zeros(6, np.int64)), odd, r.constant("w_zero", np.zeros(1, np.int64))], "w_pads", axis=0)
+    even = r.add("Pad", [source, pad_to_even], "w_even", mode="constant")
+    axis, step = r.constant("w_axis", np.array([2], np.int64)), r.constant("w_step", np.array([ROWS], np.int64))
+    d = [r.add("Slice", [even, r.constant(f"w_start{k}", np.array([k], np.int64)), r.constant(f"w_end{k}", np.array([end], np.int64)), axis, step], f"w_d{k}")
+         for k, end in enumerate([-2, -1, END, END])]
+    t = [r.add("Sub", [d[0], d[2]], "w_t0"), r.add("Add", [d[1], d[2]], "w_t1"),
+         r.add("Sub", [d[2], d[1]], "w_t2"), r.add("Sub", [d[1], d[3]], "w_t3")]
+    g0, g1, g2 = weight[:, :, 0:1], weight[:, :, 1:2], weight[:, :, 2:3]
+    kernels = [g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2]
+    bias = [r.constant("w_bias", onnx.numpy_helper.to_array(weights[node.input[2]]))] if len(node.input) > 2 and node.input[2] else []
+    m = [r.add("Conv", [t[j], r.constant(f"w_kernel{j}", kernels[j].astype(np.float32)), *(bias if j == 1 else [])], f"w_m{j}",
+               kernel_shape=[1, 3], pads=[0, pads[1], 0, pads[3]]) for j in range(4)]
+    upper = r.add("Add", [r.add("Add", [m[0], m[1]], "w_a0"), m[2]], "w_upper")
+    lower = r.add("Sub", [r.add("Sub", [m[1], m[2]], "w_a1"), m[3]], "w_lower")
+    pair_axis = r.constant("w_pair_axis", np.array([3], np.int64))
+    pairs = r.add("Concat", [r.add("Unsqueeze", [upper, pair_axis], "w_u0"), r.add("Unsqueeze", [lower, pair_axis], "w_u1")], "w_pairs", axis=3)
+    shape = r.add("Concat", [r.add("Shape", [source], "w_nc", start=0, end=2), r.constant("w_any", np.array([-1], np.int64)),
+                             r.add("Shape", [upper], "w_cols", start=3, end=4)], "w_shape", axis=0)
+    interleaved = r.add("Reshape", [pairs, shape], "w_interleaved")
+    out_rows = r.add("Sub", [rows, r.constant("w_shrink", np.array([2], np.int64))], "w_out_rows")
+    r.add("Slice", [interleaved, r.constant("w_origin", np.array([0], np.int64)), out_rows, axis], "", output=node.output[0])
+    return r.nodes, r.initializers
+
+
+def _is_narrow(onnx, node, weights: dict) -> bool:
+    return node.op_type == "Conv" and node.input[1] in weights and weights[node.input[1]].dims[0] <= 4 and weights[node.input[1]].dims[2] >= 3
+
+
+def _separable(onnx, node, weights: dict) -> tuple[list, list]:
+    weight = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
+    out, inp, kh, kw = weight.shape
+    r = _Rewriter(onnx, node)
+    columns = np.ascontiguousarray(weight.transpose(0, 3, 1, 2).reshape(out * kw, inp, kh, 1))
+    sums = np.zeros((out, kw, 1, kw), np.float32)
+    sums[:, np.arange(kw), 0, np.arange(kw)] = 1
+    pads = _attributes(onnx, node).get("pads", [0, 0, 0, 0])
+    z = r.add("Conv", [node.input[0], r.constant("sep_columns", columns)], "sep_rows", kernel_shape=[kh, 1], pads=pads)
+    bias = [node.input[2]] if len(node.input) > 2 and node.input[2] else []
+    r.add("Conv", [z, r.constant("sep_sums", sums), *bias], "", output=node.output[0], kernel_shape=[1, kw], group=out)
+    return r.nodes, r.initializers
+
+
+def rewritten(model, matches, rewrite):
+    onnx = require_onnx()
+    weights = {init.name: init for init in model.graph.initializer}
+    result = type(model)()
+    result.CopyFrom(model)
+    nodes = []
+    for node in result.graph.node:
+        if matches(onnx, node, weights):
+            new_nodes, initializers = rewrite(onnx, node, weights)
+            nodes += new_nodes
+            result.graph.initializer.extend(initializers)
+        else:
+            nodes.append(node)
+    del result.graph.node[:]
+    result.graph.node.extend(nodes)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="640x480")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    print(machine_line())
+    blob = np.random.default_rng(0).normal(0.0, 60.0, (1, 3, height, width)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        for family in ("eccv16", "instance_norm"):
+            plain = open_model(write_fixture_model(Path(folder) / f"{family}.t7", family)).graph
+            base = faster_graph(plain)
+            graphs = {
+                "faster_graph": base,
+                "winograd rows": rewritten(base, _is_3x3, _winograd_rows),
+                "separable last conv": rewritten(plain, _is_narrow, _separable),
+            }
+            runs = {}
+            for label, graph in graphs.items():
+                for engine in ("onnxruntime", "openvino"):
+                    # faster_graph, which the engines apply, leaves these graphs as they are.
+                    network = engines.build_network(graph, engine, "cpu", family)
+                    runs[(label, engine)] = (lambda n: lambda: n.run({INPUT: blob})[0])(network)
+            reference = {engine: runs[("faster_graph", engine)]() for engine in ("onnxruntime", "openvino")}
+            times = {key: [] for key in runs}
+            for _ in range(args.repeat):
+                for key, run in runs.items():
+                    run()
+                    start = time.perf_counter()
+                    run()
+                    times[key].append(time.perf_counter() - start)
+            for (label, engine), values in times.items():
+                difference = float(np.abs(runs[(label, engine)]() - reference[engine]).max())
+                print(f"{family} {engine:11s} {label:20s} {1000 * statistics.median(values):7.1f} ms  max difference {difference:.4f}")
+
+
+if __name__ == "__main__":
+    main()
