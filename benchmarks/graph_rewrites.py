@@ -1,8 +1,12 @@
-"""Graph rewrites tried for issue 13's last gap and dropped: each against the project's own
-graph (``cvstyle.fast_graph.faster_graph``) on ONNX Runtime and OpenVINO, whole networks.
+"""Graph rewrites tried for issue 13's last gap: each against the project's own graph
+(``cvstyle.fast_graph.faster_graph``) on ONNX Runtime and OpenVINO, whole networks.
 
     PYTHONPATH=. .venv/bin/python benchmarks/graph_rewrites.py [--size 640x480] [--repeat 7]
 
+- ``space-to-depth``: the last, narrow convolution computed per 2x2 block after
+  rearranging its input with SpaceToDepth (padded to whole blocks), a convolution with
+  half the kernel at half resolution and DepthToSpace: the form ``faster_graph`` used
+  before its one stride-2 convolution.
 - ``winograd rows``: every 3x3, stride-1 convolution as a one-dimensional Winograd
   F(2,3) along the rows: four row combinations of the input, four 1x3 convolutions on
   half the rows (two thirds of the multiplications), two output combinations and the
@@ -11,10 +15,11 @@ graph (``cvstyle.fast_graph.faster_graph``) on ONNX Runtime and OpenVINO, whole 
   3x9 channels and a grouped 1x9 one that sums them, instead of the space-to-depth form.
 
 Both fixture families, float32, one stream, the engines' own settings (latency hint,
-two threads). Each configuration's timed forward follows an untimed one of its own (an
-engine's threads spin a while after its forward and slow the next engine's), medians of
-``--repeat``. Also prints each rewrite's largest difference from the plain graph's output
-in grey levels before rounding.
+two threads), one engine at a time. Each rewrite runs against ``faster_graph`` in
+``--repeat`` pairs whose order alternates, each timed forward after an untimed one of its
+own; the median of the pairs' time ratios is the steadier figure (forwards drift by
+10-20 % on this kind of VM). Also prints each rewrite's largest difference from
+``faster_graph``'s output in grey levels before rounding.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from cvstyle.testing import write_fixture_model
 
 from machine import machine_line
 
+BLOCK = 2  # pixels per block side in the space-to-depth form
 ROWS = 2  # output rows per Winograd tile
 END = 2**62  # a Slice end past any size
 
@@ -86,6 +92,47 @@ def _is_narrow(onnx, node, weights: dict) -> bool:
     return node.op_type == "Conv" and node.input[1] in weights and weights[node.input[1]].dims[0] <= 4 and weights[node.input[1]].dims[2] >= 3
 
 
+def _taps(kernel: int) -> np.ndarray:
+    """For output phase r, input phase p and block offset a: the kernel index
+    ``BLOCK*a + p - r`` it takes, or ``kernel`` (a zero weight) where that is outside."""
+    count = -(-(kernel + BLOCK - 1) // BLOCK)
+    r, p, a = np.meshgrid(range(BLOCK), range(BLOCK), range(count), indexing="ij")
+    index = BLOCK * a + p - r
+    return np.where((index >= 0) & (index < kernel), index, kernel)
+
+
+def _space_to_depth(onnx, node, weights: dict) -> tuple[list, list]:
+    weight = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
+    out, inp, kh, kw = weight.shape
+    top, left, bottom, right = _attributes(onnx, node).get("pads", [0, 0, 0, 0])
+    padded = np.zeros((out, inp, kh + 1, kw + 1), np.float32)
+    padded[:, :, :kh, :kw] = weight
+    rows, cols = _taps(kh), _taps(kw)
+    gathered = padded[:, :, rows[:, :, :, None, None, None], cols[None, None, None]]
+    # SpaceToDepth orders channels (ph, pw, in); DepthToSpace (CRD) reads (out, rh, rw).
+    ordered = gathered.transpose(0, 2, 5, 3, 6, 1, 4, 7)
+    new_weight = np.ascontiguousarray(ordered.reshape(out * BLOCK * BLOCK, BLOCK * BLOCK * inp, rows.shape[2], cols.shape[2]))
+    taps = np.array(new_weight.shape[2:], np.int64)
+    r = _Rewriter(onnx, node)
+    inputs = [r.constant("s2d_weight", new_weight)]
+    if len(node.input) > 2 and node.input[2]:
+        bias = onnx.numpy_helper.to_array(weights[node.input[2]]).astype(np.float32)
+        inputs.append(r.constant("s2d_bias", np.repeat(bias, BLOCK * BLOCK)))
+    # The padded input covers whole blocks of the output plus the taps.
+    size = r.add("Shape", [node.input[0]], "s2d_size", start=2, end=4)
+    out_size = r.add("Add", [size, r.constant("s2d_grow", np.array([top + bottom - kh + 1, left + right - kw + 1], np.int64))], "s2d_out_size")
+    short = r.add("Mod", [r.add("Neg", [out_size], "s2d_neg"), r.constant("s2d_block", np.full(2, BLOCK, np.int64))], "s2d_short")
+    spare = BLOCK * (taps - 1) - np.array([kh - 1, kw - 1], np.int64) + np.array([bottom, right], np.int64)
+    ends = r.add("Add", [short, r.constant("s2d_spare", spare)], "s2d_ends")
+    pads = r.add("Concat", [r.constant("s2d_starts", np.array([0, 0, top, left, 0, 0], np.int64)), ends], "s2d_pads", axis=0)
+    blocks = r.add("SpaceToDepth", [r.add("Pad", [node.input[0], pads], "s2d_padded", mode="constant")], "s2d_blocks", blocksize=BLOCK)
+    convolved = r.add("Conv", [blocks, *inputs], "s2d_conv", kernel_shape=[int(t) for t in taps])
+    pixels = r.add("DepthToSpace", [convolved], "s2d_pixels", blocksize=BLOCK, mode="CRD")
+    zeros, axes = r.constant("s2d_zero", np.zeros(2, np.int64)), r.constant("s2d_axes", np.array([2, 3], np.int64))
+    r.add("Slice", [pixels, zeros, out_size, axes], "", output=node.output[0])
+    return r.nodes, r.initializers
+
+
 def _separable(onnx, node, weights: dict) -> tuple[list, list]:
     weight = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
     out, inp, kh, kw = weight.shape
@@ -118,40 +165,53 @@ def rewritten(model, matches, rewrite):
     return result
 
 
+def _pairs(runs: dict, repeat: int) -> dict[str, list[float]]:
+    """Seconds per forward of each configuration in ``runs`` (two), taken in pairs whose
+    order alternates, each timed forward after an untimed one of its own."""
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for index in range(repeat):
+        for key in list(runs)[:: 1 if index % 2 == 0 else -1]:
+            runs[key]()
+            start = time.perf_counter()
+            runs[key]()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="640x480")
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     print(machine_line())
+    print("family, engine, rewrite: its forward and faster_graph's (ms, medians), the median of the "
+          "pairs' time ratios (above 1: the rewrite is slower), its largest difference in grey levels")
     blob = np.random.default_rng(0).normal(0.0, 60.0, (1, 3, height, width)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         for family in ("eccv16", "instance_norm"):
             plain = open_model(write_fixture_model(Path(folder) / f"{family}.t7", family)).graph
             base = faster_graph(plain)
-            graphs = {
-                "faster_graph": base,
+            variants = {
+                "space-to-depth": rewritten(plain, _is_narrow, _space_to_depth),
                 "winograd rows": rewritten(base, _is_3x3, _winograd_rows),
                 "separable last conv": rewritten(plain, _is_narrow, _separable),
             }
-            runs = {}
-            for label, graph in graphs.items():
-                for engine in ("onnxruntime", "openvino"):
-                    # faster_graph, which the engines apply, leaves these graphs as they are.
-                    network = engines.build_network(graph, engine, "cpu", family)
-                    runs[(label, engine)] = (lambda n: lambda: n.run({INPUT: blob})[0])(network)
-            reference = {engine: runs[("faster_graph", engine)]() for engine in ("onnxruntime", "openvino")}
-            times = {key: [] for key in runs}
-            for _ in range(args.repeat):
-                for key, run in runs.items():
-                    run()
-                    start = time.perf_counter()
-                    run()
-                    times[key].append(time.perf_counter() - start)
-            for (label, engine), values in times.items():
-                difference = float(np.abs(runs[(label, engine)]() - reference[engine]).max())
-                print(f"{family} {engine:11s} {label:20s} {1000 * statistics.median(values):7.1f} ms  max difference {difference:.4f}")
+            for engine in ("onnxruntime", "openvino"):
+                # faster_graph, which the engines apply, leaves these graphs as they are.
+                networks = {label: engines.build_network(graph, engine, "cpu", family)
+                            for label, graph in {"faster_graph": base, **variants}.items()}
+                forward = {label: (lambda n: lambda: n.run({INPUT: blob})[0])(network) for label, network in networks.items()}
+                for run in forward.values():  # OpenVINO compiles a model for the shape at its second forward
+                    run(), run()
+                reference = forward["faster_graph"]()
+                for label in variants:
+                    times = _pairs({"faster_graph": forward["faster_graph"], label: forward[label]}, args.repeat)
+                    ratio = statistics.median(b / a for a, b in zip(times["faster_graph"], times[label]))
+                    difference = float(np.abs(forward[label]() - reference).max())
+                    print(f"{family} {engine} {label}: {1000 * statistics.median(times[label]):.1f} against "
+                          f"{1000 * statistics.median(times['faster_graph']):.1f} ms, ratio {ratio:.3f}, "
+                          f"max difference {difference:.4f}")
 
 
 if __name__ == "__main__":

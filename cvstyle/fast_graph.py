@@ -4,14 +4,16 @@ Profiled per operator (benchmarks/bench.py --only precision), the slowest single
 node of every fast-neural-style network is its last convolution: a 9x9 kernel at full
 resolution with only 3 output channels, which ONNX Runtime's and OpenVINO's blocked
 convolution kernels pad to a whole vector of output channels (16), wasting most of the
-work. Rearranging each 2x2 pixel block into channels (SpaceToDepth) turns it into a
-convolution with 4x the output channels at half the resolution, which those kernels run
-at full width; DepthToSpace puts the pixels back. Only the order of the additions
-changes, so the results agree to float32 rounding.
+work. One convolution with stride 2 computes all four pixels of each 2x2 block at once
+(its kernel one larger, each of its 4x3 outputs one pixel of the block), which those
+kernels run at 12 of 16 lanes; DepthToSpace puts the pixels back. Only the order of the
+additions changes, so the results agree to float32 rounding.
 
-Rewrites tried and dropped because they measured slower on both engines: transposed
-convolutions as a convolution plus DepthToSpace (16 taps instead of 9 per output block),
-and InstanceNormalization spelled out with GlobalAveragePool.
+Rewrites tried and dropped because they measured slower (benchmarks/graph_rewrites.py
+and docs/benchmarks.md): the same block computed after rearranging the input with
+SpaceToDepth (the form before this one), transposed convolutions as a convolution plus
+DepthToSpace, InstanceNormalization spelled out with GlobalAveragePool, the last
+convolution as a separable pair, and Winograd convolutions written as graph operations.
 """
 
 from __future__ import annotations
@@ -29,27 +31,16 @@ BLOCK = 2
 NARROW_OUTPUT = 4  # convolutions with at most this many output channels are rewritten
 
 
-def _taps(kernel: int) -> np.ndarray:
-    """For output phase r, input phase p and block offset a: the kernel index
-    ``BLOCK*a + p - r`` it takes, or ``kernel`` (a zero weight) where that is outside."""
-    count = -(-(kernel + BLOCK - 1) // BLOCK)
-    r, p, a = np.meshgrid(range(BLOCK), range(BLOCK), range(count), indexing="ij")
-    index = BLOCK * a + p - r
-    return np.where((index >= 0) & (index < kernel), index, kernel)
-
-
-def space_to_depth_weight(weight: np.ndarray) -> np.ndarray:
-    """The (out*B*B, B*B*in, Th, Tw) weight of the half-resolution convolution that
-    computes, per 2x2 block, what ``weight`` (out, in, kh, kw) computes per pixel."""
+def block_weight(weight: np.ndarray) -> np.ndarray:
+    """The (out*B*B, in, kh+B-1, kw+B-1) weight of the stride-B convolution that
+    computes, per BxB block, what ``weight`` (out, in, kh, kw) computes per pixel: output
+    channel (o, r, c) is pixel (r, c) of the block, in DepthToSpace's CRD order."""
     out, inp, kh, kw = weight.shape
-    padded = np.zeros((out, inp, kh + 1, kw + 1), np.float32)
-    padded[:, :, :kh, :kw] = weight
-    rows, cols = _taps(kh), _taps(kw)
-    # -> (out, in, rh, ph, ah, rw, pw, aw)
-    gathered = padded[:, :, rows[:, :, :, None, None, None], cols[None, None, None]]
-    # SpaceToDepth orders channels (ph, pw, in); DepthToSpace (CRD) reads (out, rh, rw).
-    ordered = gathered.transpose(0, 2, 5, 3, 6, 1, 4, 7)
-    return np.ascontiguousarray(ordered.reshape(out * BLOCK * BLOCK, BLOCK * BLOCK * inp, rows.shape[2], cols.shape[2]))
+    blocked = np.zeros((out, BLOCK, BLOCK, inp, kh + BLOCK - 1, kw + BLOCK - 1), np.float32)
+    for row in range(BLOCK):
+        for col in range(BLOCK):
+            blocked[:, row, col, :, row:row + kh, col:col + kw] = weight
+    return blocked.reshape(out * BLOCK * BLOCK, inp, kh + BLOCK - 1, kw + BLOCK - 1)
 
 
 def _attributes(onnx, node) -> dict:
@@ -88,26 +79,20 @@ def _rewrite(onnx, node, weights: dict) -> tuple[list, list]:
     weight = onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float32)
     kh, kw = weight.shape[2:]
     top, left, bottom, right = _attributes(onnx, node).get("pads", [0, 0, 0, 0])
-    new_weight = space_to_depth_weight(weight)
-    taps = np.array(new_weight.shape[2:], np.int64)
     r = _Rewriter(onnx, node)
-    inputs = [r.constant("s2d_weight", new_weight)]
+    inputs = [node.input[0], r.constant("block_weight", block_weight(weight))]
     if len(node.input) > 2 and node.input[2]:
         bias = onnx.numpy_helper.to_array(weights[node.input[2]]).astype(np.float32)
-        inputs.append(r.constant("s2d_bias", np.repeat(bias, BLOCK * BLOCK)))
-    # The output is H + top + bottom - kh + 1 high; the padded input must cover whole
-    # blocks of it plus the taps, so it gets (-output) mod BLOCK more zero rows at the end.
-    size = r.add("Shape", [node.input[0]], "s2d_size", start=2, end=4)
-    out_size = r.add("Add", [size, r.constant("s2d_grow", np.array([top + bottom - kh + 1, left + right - kw + 1], np.int64))], "s2d_out_size")
-    short = r.add("Mod", [r.add("Neg", [out_size], "s2d_neg"), r.constant("s2d_block", np.full(2, BLOCK, np.int64))], "s2d_short")
-    spare = BLOCK * (taps - 1) - np.array([kh - 1, kw - 1], np.int64) + np.array([bottom, right], np.int64)
-    ends = r.add("Add", [short, r.constant("s2d_spare", spare)], "s2d_ends")
-    pads = r.add("Concat", [r.constant("s2d_starts", np.array([0, 0, top, left, 0, 0], np.int64)), ends], "s2d_pads", axis=0)
-    padded = r.add("Pad", [node.input[0], pads], "s2d_padded", mode="constant")
-    blocks = r.add("SpaceToDepth", [padded], "s2d_blocks", blocksize=BLOCK)
-    convolved = r.add("Conv", [blocks, *inputs], "s2d_conv", kernel_shape=[int(t) for t in taps])
-    pixels = r.add("DepthToSpace", [convolved], "s2d_pixels", blocksize=BLOCK, mode="CRD")
-    zeros, axes = r.constant("s2d_zero", np.zeros(2, np.int64)), r.constant("s2d_axes", np.array([2, 3], np.int64))
+        inputs.append(r.constant("block_bias", np.repeat(bias, BLOCK * BLOCK)))
+    # BLOCK - 1 more zero rows and columns at the end: an output of odd height or width
+    # gets its last block whole, and the slice below drops the pixels beyond it.
+    spare = BLOCK - 1
+    blocks = r.add("Conv", inputs, "block_conv", kernel_shape=[kh + spare, kw + spare], strides=[BLOCK, BLOCK],
+                   pads=[top, left, bottom + spare, right + spare])
+    pixels = r.add("DepthToSpace", [blocks], "block_pixels", blocksize=BLOCK, mode="CRD")
+    size = r.add("Shape", [node.input[0]], "block_size", start=2, end=4)
+    out_size = r.add("Add", [size, r.constant("block_grow", np.array([top + bottom - kh + 1, left + right - kw + 1], np.int64))], "block_out_size")
+    zeros, axes = r.constant("block_zero", np.zeros(2, np.int64)), r.constant("block_axes", np.array([2, 3], np.int64))
     r.add("Slice", [pixels, zeros, out_size, axes], "", output=node.output[0])
     return r.nodes, r.initializers
 

@@ -34,7 +34,10 @@ def test_narrow_convolution_is_rewritten_and_equal(kernel, pads, height, width):
     rng = np.random.default_rng(height * width)
     model = _convolution(rng.normal(size=(3, 8, *kernel)).astype(np.float32), pads)
     faster = fast_graph.faster_graph(model)
-    assert [node.op_type for node in faster.graph.node].count("SpaceToDepth") == 1
+    convolutions = [node for node in faster.graph.node if node.op_type == "Conv"]
+    assert len(convolutions) == 1
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in convolutions[0].attribute}["strides"] == [2, 2]
+    assert [node.op_type for node in faster.graph.node].count("DepthToSpace") == 1
     assert "w" not in {init.name for init in faster.graph.initializer}  # the old weight is gone
     blob = rng.normal(0, 50, (1, 8, height, width)).astype(np.float32)
     expected, result = _run(model, blob), _run(faster, blob)
