@@ -9,11 +9,12 @@ work. One convolution with stride 2 computes all four pixels of each 2x2 block a
 kernels run at 12 of 16 lanes; DepthToSpace puts the pixels back. Only the order of the
 additions changes, so the results agree to float32 rounding.
 
-Rewrites tried and dropped because they measured slower (benchmarks/graph_rewrites.py
-and docs/benchmarks.md): the same block computed after rearranging the input with
-SpaceToDepth (the form before this one), transposed convolutions as a convolution plus
-DepthToSpace, InstanceNormalization spelled out with GlobalAveragePool, the last
-convolution as a separable pair, and Winograd convolutions written as graph operations.
+Rewrites tried and dropped because they measured slower or no faster
+(benchmarks/graph_rewrites.py and docs/benchmarks.md): the same block computed after
+rearranging the input with SpaceToDepth (the form before this one), transposed
+convolutions as a convolution plus DepthToSpace, InstanceNormalization spelled out with
+GlobalAveragePool, the last convolution as a separable pair, and Winograd convolutions
+written as graph operations.
 """
 
 from __future__ import annotations
