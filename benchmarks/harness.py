@@ -44,6 +44,7 @@ class Plan:
     engine_repeat: int
     settings_size: tuple
     settings_repeat: int
+    ratio_rounds: int  # rounds of estimate, exact, exact, estimate at 12 MP
     engine: str = "auto"  # the engine the project's own paths run on, as --engine
 
 
@@ -51,13 +52,13 @@ FULL = Plan(
     quick=False, forward_sizes=SIZES, forward_repeat=5, apply_repeat=5, batch_images=20, batch_trials=2,
     large_sizes=LARGE, live_sizes=((320, 240), (640, 480)), live_frames=12,
     engine_sizes=((640, 480), (1024, 768)), engine_repeat=9,
-    settings_size=(640, 480), settings_repeat=5,
+    settings_size=(640, 480), settings_repeat=5, ratio_rounds=3,
 )
 QUICK = Plan(
     quick=True, forward_sizes=SIZES[:3], forward_repeat=3, apply_repeat=2, batch_images=6, batch_trials=1,
     large_sizes=LARGE[:1], live_sizes=((320, 240), (640, 480)), live_frames=4,
     engine_sizes=((640, 480),), engine_repeat=3,
-    settings_size=(320, 240), settings_repeat=3,
+    settings_size=(320, 240), settings_repeat=3, ratio_rounds=1,
 )
 
 
