@@ -12,7 +12,7 @@
   half the rows (two thirds of the multiplications), two output combinations and the
   rows interleaved again.
 - ``separable last conv``: the narrow 9x9 convolution as a 9x1 convolution to
-  3x9 channels and a grouped 1x9 one that sums them, instead of the space-to-depth form.
+  3x9 channels and a grouped 1x9 one that sums them, instead of the block form.
 
 Both fixture families, float32, one stream, the engines' own settings (latency hint,
 two threads), one engine at a time. Each rewrite runs against ``faster_graph`` in
@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from cvstyle import engines
-from cvstyle.fast_graph import _attributes, _Rewriter, faster_graph
+from cvstyle.fast_graph import _attributes, _is_narrow_convolution, _Rewriter, faster_graph, rewrite_nodes
 from cvstyle.model import open_model
-from cvstyle.onnx_export import require_onnx
 from cvstyle.runner import INPUT
 from cvstyle.testing import write_fixture_model
 
@@ -86,10 +85,6 @@ def _winograd_rows(onnx, node, weights: dict) -> tuple[list, list]:
     out_rows = r.add("Sub", [rows, r.constant("w_shrink", np.array([2], np.int64))], "w_out_rows")
     r.add("Slice", [interleaved, r.constant("w_origin", np.array([0], np.int64)), out_rows, axis], "", output=node.output[0])
     return r.nodes, r.initializers
-
-
-def _is_narrow(onnx, node, weights: dict) -> bool:
-    return node.op_type == "Conv" and node.input[1] in weights and weights[node.input[1]].dims[0] <= 4 and weights[node.input[1]].dims[2] >= 3
 
 
 def _taps(kernel: int) -> np.ndarray:
@@ -147,24 +142,6 @@ def _separable(onnx, node, weights: dict) -> tuple[list, list]:
     return r.nodes, r.initializers
 
 
-def rewritten(model, matches, rewrite):
-    onnx = require_onnx()
-    weights = {init.name: init for init in model.graph.initializer}
-    result = type(model)()
-    result.CopyFrom(model)
-    nodes = []
-    for node in result.graph.node:
-        if matches(onnx, node, weights):
-            new_nodes, initializers = rewrite(onnx, node, weights)
-            nodes += new_nodes
-            result.graph.initializer.extend(initializers)
-        else:
-            nodes.append(node)
-    del result.graph.node[:]
-    result.graph.node.extend(nodes)
-    return result
-
-
 def _pairs(runs: dict, repeat: int) -> dict[str, list[float]]:
     """Seconds per forward of each configuration in ``runs`` (two), taken in pairs whose
     order alternates, each timed forward after an untimed one of its own."""
@@ -193,9 +170,9 @@ def main() -> None:
             plain = open_model(write_fixture_model(Path(folder) / f"{family}.t7", family)).graph
             base = faster_graph(plain)
             variants = {
-                "space-to-depth": rewritten(plain, _is_narrow, _space_to_depth),
-                "winograd rows": rewritten(base, _is_3x3, _winograd_rows),
-                "separable last conv": rewritten(plain, _is_narrow, _separable),
+                "space-to-depth": rewrite_nodes(plain, _is_narrow_convolution, _space_to_depth),
+                "winograd rows": rewrite_nodes(base, _is_3x3, _winograd_rows),
+                "separable last conv": rewrite_nodes(plain, _is_narrow_convolution, _separable),
             }
             for engine in ("onnxruntime", "openvino"):
                 # faster_graph, which the engines apply, leaves these graphs as they are.

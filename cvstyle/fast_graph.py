@@ -19,6 +19,7 @@ written as graph operations.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -103,17 +104,24 @@ def faster_graph(model: "onnx.ModelProto") -> "onnx.ModelProto":
 
     Tensor names are kept, so outputs chosen by name (tiling statistics) still exist.
     """
+    return rewrite_nodes(model, _is_narrow_convolution, _rewrite)
+
+
+def rewrite_nodes(model: "onnx.ModelProto", matches: Callable, rewrite: Callable) -> "onnx.ModelProto":
+    """``model`` with each node for which ``matches(onnx, node, weights)`` holds replaced
+    by the nodes and initializers ``rewrite(onnx, node, weights)`` gives (writing the
+    node's output under its name), the weights no node reads any more dropped; ``model``
+    itself where no node matches."""
     onnx = require_onnx()
     weights = {init.name: init for init in model.graph.initializer}
-    targets = [node for node in model.graph.node if _is_narrow_convolution(onnx, node, weights)]
-    if not targets:
+    if not any(matches(onnx, node, weights) for node in model.graph.node):
         return model
     result = type(model)()
     result.CopyFrom(model)
     nodes, replaced = [], set()
     for node in result.graph.node:
-        if node.op_type == "Conv" and any(node.output[0] == t.output[0] for t in targets):
-            new_nodes, initializers = _rewrite(onnx, node, weights)
+        if matches(onnx, node, weights):
+            new_nodes, initializers = rewrite(onnx, node, weights)
             nodes += new_nodes
             result.graph.initializer.extend(initializers)
             replaced.update(node.input[1:])
