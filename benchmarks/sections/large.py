@@ -102,17 +102,15 @@ def exact_against_estimate(context: Context, path: Path) -> str:
     own process (a round's ratio moves by 10-20 % on a shared VM; the median of several
     is the figure), then grey levels at 4.3 MP."""
     plan, size = context.plan, context.plan.large_sizes[0]
-    times: dict[str, list[float]] = {"exact": [], "estimate": []}
-    rounds = []
+    rounds: list[dict[str, list[float]]] = []
     for _ in range(plan.ratio_rounds):
-        round_times: dict[str, list[float]] = {"exact": [], "estimate": []}
+        times: dict[str, list[float]] = {"exact": [], "estimate": []}
         for mode in ("estimate", "exact", "exact", "estimate"):
             log(f"large instance_norm {fmt_size(size)} statistics={mode}")
-            report = run_child(path, size, plan.engine, mode=mode)
-            round_times[mode].append(report.get("seconds", float("nan")))
-            times[mode].append(round_times[mode][-1])
-        rounds.append(sum(round_times["exact"]) / sum(round_times["estimate"]))
-    exact, estimate = (statistics.median(times[mode]) for mode in ("exact", "estimate"))
+            times[mode].append(run_child(path, size, plan.engine, mode=mode).get("seconds", float("nan")))
+        rounds.append(times)
+    exact, estimate = (statistics.median(s for times in rounds for s in times[mode]) for mode in ("exact", "estimate"))
+    ratios = [sum(times["exact"]) / sum(times["estimate"]) for times in rounds]
     with tempfile.TemporaryDirectory() as folder:
         outputs, engines = {}, {}
         # The untiled pass runs on the engine the stages ran on: engines' float32 passes
@@ -129,7 +127,7 @@ def exact_against_estimate(context: Context, path: Path) -> str:
         f"instance_norm at {fmt_size(size)} under --max-memory {BUDGET}, {len(rounds)} round(s) of "
         f"estimate, exact, exact, estimate, each run its own process: exact median {exact:.1f} s, "
         f"estimate median {estimate:.1f} s, ratio {exact / estimate:.2f} (goal <= 1.5; per round "
-        f"{', '.join(f'{r:.2f}' for r in rounds)}). Against one untiled pass at {fmt_size(EQUALITY_SIZE)} "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}). Against one untiled pass at {fmt_size(EQUALITY_SIZE)} "
         f"(tile off, no budget, on {engines['one pass']}), tiles forced under the {BUDGET} budget "
         f"(stages on {engines['exact']}): exact max "
         f"{differences['exact'].max()} / mean {differences['exact'].mean():.3f} grey levels, estimate max "
