@@ -55,9 +55,9 @@ def test_full_resolution_maps_are_recomputed_not_stored(instance_norm_model, pho
     stored = []
     real_allocate = activations.ActivationStore.allocate
 
-    def allocate(self, name, shape):
+    def allocate(self, name):
         stored.append(name)
-        return real_allocate(self, name, shape)
+        return real_allocate(self, name)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(activations.ActivationStore, "allocate", allocate)
@@ -152,35 +152,43 @@ def test_files_are_removed_after_an_error_or_an_interrupt(failure, instance_norm
     assert not list(spill_folder.iterdir())
 
 
-def test_freed_maps_memory_goes_to_the_next_map_that_fits(tmp_path):
-    """A later map of about the same size takes a freed map's memory (no fresh pages to
-    fault in); one much smaller does not; trim hands back what no map took."""
-    with activations.ActivationStore(ram_budget=10**8, disk_needed=0, folder=tmp_path) as store:
-        store.allocate("first", (4, 100, 100))
-        first = store.arrays["first"]
-        first[:] = 7.0
-        store.free("first")
-        assert store.ram_used == first.nbytes  # kept for the next map, still counted
-        store.allocate("second", (4, 99, 100))
-        assert np.shares_memory(store.arrays["second"], first) and store.arrays["second"].shape == (4, 99, 100)
-        store.free("second")
-        store.allocate("small", (1, 10, 10))
-        assert not np.shares_memory(store.arrays["small"], first)
-        store.trim()
-        assert store.ram_used == store.arrays["small"].nbytes and not store.spare
-
-
-def test_spare_memory_gives_way_to_a_new_map_within_the_budget(tmp_path):
+def test_maps_alive_at_once_get_their_own_memory_and_the_others_share_it(tmp_path):
+    """The store's RAM is one block as large as the most bytes alive at once (each page
+    faulted in once per run), not the sum of the maps."""
+    lifetime = activations.Lifetime
+    maps = [lifetime("a", (4, 100, 100), 0, 1), lifetime("b", (4, 100, 100), 1, 2),
+            lifetime("c", (8, 100, 100), 2, 3), lifetime("d", (2, 100, 100), 3, 3)]
+    layout = activations.Layout.plan(maps)
     size = 4 * 100 * 100 * 4
-    with activations.ActivationStore(ram_budget=2 * size, disk_needed=size, folder=tmp_path) as store:
-        store.allocate("a", (4, 100, 100))
-        store.allocate("b", (4, 100, 100))
-        store.free("a")
-        store.allocate("c", (8, 100, 100))  # too large for a's memory, which is dropped for it
-        assert "c" in store.files and store.ram_used == size and not store.spare
-        store.free("b")
-        store.allocate("d", (2, 100, 100))  # b's memory, twice as large, is not taken
-        assert "d" in store.arrays and store.ram_used == size + size // 2
+    assert layout.disk == 0 and layout.ram == 3 * size  # b and c at stage 2
+    with activations.ActivationStore(layout, folder=tmp_path) as store:
+        for kept in maps:
+            store.allocate(kept.name)
+            store.arrays[kept.name][:] = len(store.arrays)
+        arrays = store.arrays
+        assert {name: array.shape for name, array in arrays.items()} == {kept.name: kept.shape for kept in maps}
+        overlapping = {(x.name, y.name) for x in maps for y in maps
+                       if x.name < y.name and np.shares_memory(arrays[x.name], arrays[y.name])}
+        assert not overlapping & {("a", "b"), ("b", "c"), ("c", "d")}  # alive together
+        assert overlapping  # the rest share
+        assert not list(tmp_path.iterdir())
+
+
+def test_maps_beyond_the_ram_budget_go_to_files_the_largest_stay_in_ram(tmp_path):
+    size = 4 * 100 * 100 * 4
+    maps = [activations.Lifetime("a", (4, 100, 100), 0, 2), activations.Lifetime("b", (8, 100, 100), 1, 2),
+            activations.Lifetime("c", (4, 100, 100), 2, 2)]
+    layout = activations.Layout.plan(maps, ram_budget=3 * size)
+    assert set(layout.offsets) == {"b", "a"} and layout.disk == size and layout.ram == 3 * size
+    with activations.ActivationStore(layout, folder=tmp_path) as store:
+        for kept in maps:
+            store.allocate(kept.name)
+        assert set(store.arrays) == {"a", "b"} and set(store.files) == {"c"}
+        store.write("c", slice(0, 100), slice(0, 100), np.full((4, 100, 100), 3, np.float32))
+        assert (store.read("c", slice(5, 7), slice(0, 100)) == 3).all()
+        folder = store.folder
+        assert list(folder.iterdir())
+    assert not folder.exists()
 
 
 def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance_norm_model, monkeypatch):
@@ -194,15 +202,15 @@ def test_the_plan_keeps_maps_in_ram_where_a_large_tile_fits_beside_them(instance
     network = staged.staged_network(model, runner)
     monkeypatch.setattr(network, "held", 0)  # nor memory kept from earlier photos
     inner = tiling.PaddedImage(bgr, network.border).inner
-    maps = staged.stored_bytes(network, *inner)
+    maps = staged.map_layout(network, *inner).ram
 
     def plan(budget: int) -> tuple[int, int]:
         core, ram = tiling._staged_plan(runner, model, bgr, 2048, budget)
         window = network.window_bytes(core, runner.engine)
         assert ram + window + 2 * bgr.nbytes <= budget
-        return core, staged.disk_needed(network, *inner, ram)
+        return core, staged.map_layout(network, *inner, ram).disk
 
-    roomy = 2 * bgr.nbytes + 1.1 * maps + network.window_bytes(640, "onnxruntime")
+    roomy = 2 * bgr.nbytes + maps + network.window_bytes(640, "onnxruntime")
     core, disk = plan(int(roomy))
     assert disk == 0 and core >= tiling.MIN_UNSPILLED_CORE
     core, disk = plan(int(roomy) - maps // 2)

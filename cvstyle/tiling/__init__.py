@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,9 +36,8 @@ from ..memory import default_budget, resident_memory
 from ..model import Model, open_model
 from ..runner import SIZE_MULTIPLE, StyleRunner
 from ..surgery import Statistics
-from .activations import REUSE_SLACK
 from .geometry import PaddedImage, Span, Tile, ceil_to, plan_spans, plan_tiles, stylize_tiled
-from .staged import staged_network, stored_bytes, stylize_staged
+from .staged import map_layout, staged_network, stylize_staged
 from .statistics import map_geometry, measure
 
 __all__ = [
@@ -162,7 +160,7 @@ def _staged_plan(runner: StyleRunner, model: Model, bgr: np.ndarray, largest_cor
     network = staged_network(model, runner)
     network.runners  # the stage networks: built before the process's memory is read, which then counts them
     free = max(0, budget - (resident_memory() - network.held) - 2 * bgr.nbytes)
-    maps = math.ceil(REUSE_SLACK * stored_bytes(network, *PaddedImage(bgr, network.border).inner))
+    maps = map_layout(network, *PaddedImage(bgr, network.border).inner).ram
 
     def work(core: int) -> int:
         return network.window_bytes(core, runner.engine)

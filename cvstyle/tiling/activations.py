@@ -4,10 +4,14 @@ process's resident memory stays bounded), all removed when the run ends."""
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,9 +19,7 @@ from ..errors import CvstyleError
 
 TEMP_VARIABLE = "CVSTYLE_TMP"
 DISK_HEADROOM = 64 * 1024**2  # left free on the disk besides what a run needs
-# A freed map's memory goes to a later map at most this much smaller (maps of one kind
-# differ by a few rows), so at most this share of the RAM budget goes unused.
-REUSE_SLACK = 1.1
+ALIGNMENT = 64  # bytes: each map in RAM starts on a cache line
 
 
 def temporary_folder() -> Path:
@@ -29,33 +31,106 @@ def _gib(size: int) -> str:
     return f"{size / 1024**3:.2f} GiB"
 
 
-class ActivationStore:
-    """Named float32 maps of shape (channels, rows, cols). Use as a context manager: the
-    files are removed on leaving it, after an error or an interrupt too."""
+class Lifetime(NamedTuple):
+    """A map of ``shape`` (channels, rows, cols), written from stage ``first`` and read
+    up to stage ``last``."""
 
-    def __init__(self, ram_budget: int, disk_needed: int, folder: Path | None = None):
-        self.ram_budget = ram_budget
-        self.ram_used = 0  # bytes of the maps in RAM and of the spare buffers
+    name: str
+    shape: tuple[int, int, int]
+    first: int
+    last: int
+
+    @property
+    def size(self) -> int:
+        return 4 * math.prod(self.shape)
+
+
+@dataclass
+class Layout:
+    """Where each map lives: at a byte offset in one block of RAM, or in a file."""
+
+    maps: dict[str, Lifetime]
+    offsets: dict[str, int]  # the maps in RAM
+    ram: int  # bytes of the block
+    disk: int  # bytes of the maps in files
+
+    @classmethod
+    def plan(cls, maps: list[Lifetime], ram_budget: int | None = None) -> "Layout":
+        """Maps whose lifetimes overlap get disjoint bytes, the others share them, so
+        the block is about as large as the most bytes of maps alive at once, and each
+        page of it is faulted in once per run (fresh memory is slow to fault in on VMs,
+        docs/benchmarks.md). Largest maps first, each at the lowest offset free over its
+        lifetime (TensorFlow Lite's greedy-by-size planner); a map that would end beyond
+        ``ram_budget`` goes to a file."""
+        placed: list[tuple[int, Lifetime]] = []
+        offsets, disk = {}, 0
+        for lifetime in sorted(maps, key=lambda kept: (-kept.size, kept.first)):
+            size = -(-lifetime.size // ALIGNMENT) * ALIGNMENT
+            busy = sorted((offset, offset + other.size) for offset, other in placed
+                          if other.first <= lifetime.last and lifetime.first <= other.last)
+            offset = 0
+            for start, stop in busy:
+                if start - offset >= size:
+                    break
+                offset = max(offset, -(-stop // ALIGNMENT) * ALIGNMENT)
+            if ram_budget is not None and offset + size > ram_budget:
+                disk += lifetime.size
+                continue
+            placed.append((offset, lifetime))
+            offsets[lifetime.name] = offset
+        ram = max((offset + lifetime.size for offset, lifetime in placed), default=0)
+        return cls({kept.name: kept for kept in maps}, offsets, ram, disk)
+
+    def unused_after(self, name: str) -> list[tuple[int, int]]:
+        """The byte ranges of map ``name`` in RAM that no map written after its last
+        reading takes: memory the run can hand back when ``name`` is freed."""
+        freed, start = self.maps[name], self.offsets[name]
+        ranges, stop = [], start + freed.size
+        for other_start, other_stop in sorted(
+            (self.offsets[other], self.offsets[other] + self.maps[other].size)
+            for other in self.offsets if self.maps[other].first > freed.last
+        ):
+            if other_start > start:
+                ranges.append((start, min(other_start, stop)))
+            start = max(start, other_stop)
+            if start >= stop:
+                break
+        if start < stop:
+            ranges.append((start, stop))
+        return ranges
+
+
+class ActivationStore:
+    """Named float32 maps of shape (channels, rows, cols), placed as ``layout`` says. Use
+    as a context manager: the files are removed on leaving it, after an error or an
+    interrupt too."""
+
+    def __init__(self, layout: Layout, folder: Path | None = None):
+        self.layout = layout
         self.arrays: dict[str, np.ndarray] = {}
-        # Freed maps' flat buffers, given to later maps that fit in them: fresh memory costs
-        # a page fault per page at its first write, which is slow on VMs (docs/benchmarks.md).
-        self.spare: list[np.ndarray] = []
         self.files: dict[str, tuple[Path, tuple[int, int, int]]] = {}
         self.folder: Path | None = None
         self.spilled = 0  # files made so far, which names the next
-        if disk_needed:
+        if layout.disk:
             parent = folder or temporary_folder()
             try:
                 free = shutil.disk_usage(parent).free
             except OSError as error:
                 raise CvstyleError(f"cannot use {parent} for temporary files ({error.strerror or error}); set {TEMP_VARIABLE}") from None
-            if free < disk_needed + DISK_HEADROOM:
+            if free < layout.disk + DISK_HEADROOM:
                 raise CvstyleError(
-                    f"this photo needs {_gib(disk_needed)} of temporary disk space in {parent} "
+                    f"this photo needs {_gib(layout.disk)} of temporary disk space in {parent} "
                     f"beyond the memory budget, and {_gib(free)} is free: free some, set "
                     f"{TEMP_VARIABLE} to another folder, or raise --max-memory"
                 )
             self.folder = Path(tempfile.mkdtemp(prefix="cvstyle-activations-", dir=parent))
+        # Pages are faulted in at their first write, so the process holds only what the
+        # maps written so far have touched; freed maps' pages that no later map takes are
+        # handed back (:meth:`free`).
+        self.memory = mmap.mmap(-1, layout.ram) if layout.ram else None
+        if self.memory is not None and hasattr(mmap, "MADV_HUGEPAGE"):
+            self.memory.madvise(mmap.MADV_HUGEPAGE)  # as NumPy advises for its large arrays
+        self.block = np.frombuffer(self.memory, np.float32) if self.memory is not None else np.empty(0, np.float32)
 
     def __enter__(self) -> "ActivationStore":
         return self
@@ -65,33 +140,21 @@ class ActivationStore:
 
     def close(self) -> None:
         self.arrays.clear()
-        self.spare.clear()
         self.files.clear()
+        self.block = np.empty(0, np.float32)
+        self.memory = None  # unmapped once no array refers to it
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
-    def allocate(self, name: str, shape: tuple[int, int, int]) -> None:
-        count = int(np.prod(shape))
-        size = count * 4
-        fitting = [buffer for buffer in self.spare if count <= buffer.size <= REUSE_SLACK * count]
-        if fitting:
-            buffer = min(fitting, key=lambda spare: spare.size)
-            self.spare = [spare for spare in self.spare if spare is not buffer]
-        else:
-            while self.spare and self.ram_used + size > self.ram_budget:
-                self.ram_used -= self.spare.pop().nbytes
-            if self.ram_used + size > self.ram_budget and self.folder is not None:
-                self._spill(name, shape, size)
-                return
-            buffer = np.empty(count, np.float32)
-            self.ram_used += size
-        self.arrays[name] = buffer[:count].reshape(shape)  # a view: its base is the buffer
-
-    def trim(self) -> None:
-        """Hand back the freed maps' memory that no map has taken."""
-        self.ram_used -= sum(buffer.nbytes for buffer in self.spare)
-        self.spare.clear()
+    def allocate(self, name: str) -> None:
+        shape = self.layout.maps[name].shape
+        offset = self.layout.offsets.get(name)
+        if offset is None:
+            self._spill(name, shape, 4 * math.prod(shape))
+            return
+        start = offset // 4
+        self.arrays[name] = self.block[start: start + math.prod(shape)].reshape(shape)
 
     def _spill(self, name: str, shape: tuple[int, int, int], size: int) -> None:
         self.spilled += 1
@@ -131,7 +194,12 @@ class ActivationStore:
 
     def free(self, name: str) -> None:
         if name in self.arrays:
-            self.spare.append(self.arrays.pop(name).base)
+            del self.arrays[name]
+            if hasattr(mmap, "MADV_DONTNEED"):
+                for start, stop in self.layout.unused_after(name):
+                    start, stop = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, stop // mmap.PAGESIZE * mmap.PAGESIZE
+                    if start < stop:
+                        self.memory.madvise(mmap.MADV_DONTNEED, start, stop - start)
         elif name in self.files:
             path, _ = self.files.pop(name)
             path.unlink(missing_ok=True)

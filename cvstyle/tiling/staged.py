@@ -32,7 +32,7 @@ from ..engines.streams import throughput_streams
 from ..memory import resident_memory
 from ..model import Model
 from ..runner import SIZE_MULTIPLE, StyleRunner
-from .activations import REUSE_SLACK, ActivationStore
+from .activations import ActivationStore, Layout, Lifetime
 from .geometry import PaddedImage, Span, Tile, plan_tiles
 from .statistics import MapGeometry, StatisticsSum, map_geometry
 
@@ -318,10 +318,7 @@ class _Run:
         normalised = {norm.source for norm in self.network.normalisations.values()}
         for name in stage.outputs:
             if name != self.network.final and stored:
-                where = self.network.geometry[name]
-                shape = (self.network.channels[name], where.length(height + 2 * border), where.length(width + 2 * border))
-                self.store.allocate(name, shape)
-        self.store.trim()  # memory the earlier stages' maps left and these did not take
+                self.store.allocate(name)
         sums = {name: StatisticsSum() for name in stage.outputs if name in normalised}
         reach = self.network.reach(stage)
         rows, cols = (
@@ -353,25 +350,17 @@ class _Run:
                 self.store.free(name)
 
 
-def stored_bytes(network: StagedNetwork, height: int, width: int) -> int:
-    """The most bytes of stored maps a run holds at once."""
-    border, live, peak = network.border, {}, 0
+def map_layout(network: StagedNetwork, height: int, width: int, ram_budget: int | None = None) -> Layout:
+    """Where a run's stored maps go (:meth:`.activations.Layout.plan`): RAM within
+    ``ram_budget`` bytes, files beyond it."""
+    border, maps = network.border, []
     for index, stage in enumerate(network.stages):
         for name in stage.outputs:
             if name != network.final and index not in network.recomputed:
                 where = network.geometry[name]
-                live[name] = 4 * network.channels[name] * where.length(height + 2 * border) * where.length(width + 2 * border)
-        peak = max(peak, sum(live.values()))
-        for name, last in network.last_use.items():
-            if last == index:
-                live.pop(name, None)
-    return peak
-
-
-def disk_needed(network: StagedNetwork, height: int, width: int, ram_budget: int) -> int:
-    """Bytes of temporary files a run needs beyond ``ram_budget`` (0: none), counting
-    the RAM that reused map memory may leave unused."""
-    return max(0, stored_bytes(network, height, width) - int(ram_budget / REUSE_SLACK))
+                shape = (network.channels[name], where.length(height + 2 * border), where.length(width + 2 * border))
+                maps.append(Lifetime(name, shape, index, network.last_use.get(name, len(network.stages))))
+    return Layout.plan(maps, ram_budget)
 
 
 def stylize_staged(
@@ -391,9 +380,9 @@ def stylize_staged(
         if progress:
             progress(done[0], total)
 
-    disk = disk_needed(network, *inner, ram_budget)
+    layout = map_layout(network, *inner, ram_budget)
     unheld = resident_memory() - network.held  # the process without the engines' kept memory
-    with ActivationStore(ram_budget, disk) as store:
+    with ActivationStore(layout) as store:
         run = _Run(network, model, runner, bgr, tiles, store)
         for index in range(len(network.stages)):
             run.stage(index, step)
