@@ -20,6 +20,9 @@ from ..errors import CvstyleError
 TEMP_VARIABLE = "CVSTYLE_TMP"
 DISK_HEADROOM = 64 * 1024**2  # left free on the disk besides what a run needs
 ALIGNMENT = 64  # bytes: each map in RAM starts on a cache line
+POPULATED = (
+    {"flags": mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE} if hasattr(mmap, "MAP_POPULATE") else {}
+)
 
 
 def temporary_folder() -> Path:
@@ -124,12 +127,10 @@ class ActivationStore:
                     f"{TEMP_VARIABLE} to another folder, or raise --max-memory"
                 )
             self.folder = Path(tempfile.mkdtemp(prefix="cvstyle-activations-", dir=parent))
-        # Pages are faulted in at their first write, so the process holds only what the
-        # maps written so far have touched; freed maps' pages that no later map takes are
-        # handed back (:meth:`free`).
-        self.memory = mmap.mmap(-1, layout.ram) if layout.ram else None
-        if self.memory is not None and hasattr(mmap, "MADV_HUGEPAGE"):
-            self.memory.madvise(mmap.MADV_HUGEPAGE)  # as NumPy advises for its large arrays
+        # Faulting the pages in at once, where the system can, costs less than page by
+        # page at the maps' first writes (docs/benchmarks.md); freed maps' pages that no
+        # later map takes are handed back (:meth:`free`).
+        self.memory = mmap.mmap(-1, layout.ram, **POPULATED) if layout.ram else None
         self.block = np.frombuffer(self.memory, np.float32) if self.memory is not None else np.empty(0, np.float32)
 
     def __enter__(self) -> "ActivationStore":
