@@ -1,5 +1,6 @@
 """Where one large photo's time goes: a cProfile of ``Stylizer.stylize`` with tiles
-forced, and the time spent writing activation maps to RAM and to spilled files.
+forced, the time spent writing activation maps to RAM and to spilled files, and each
+stage's wall, CPU and system CPU time (the system time is mostly page faults).
 
     PYTHONPATH=. python benchmarks/profile_staged.py [--engine onnxruntime]
         [--statistics exact] [--size 4000x3000] [--max-memory 1.5G] [--model PATH]
@@ -15,6 +16,7 @@ import argparse
 import collections
 import cProfile
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -25,7 +27,7 @@ from harness import photo  # noqa: E402
 
 from cvstyle import Stylizer  # noqa: E402
 from cvstyle.testing import write_fixture_model  # noqa: E402
-from cvstyle.tiling import activations  # noqa: E402
+from cvstyle.tiling import activations, staged  # noqa: E402
 
 
 def timed_writes(seconds: dict, sizes: dict) -> None:
@@ -41,6 +43,22 @@ def timed_writes(seconds: dict, sizes: dict) -> None:
         return result
 
     activations.ActivationStore.write = counted
+
+
+def timed_stages(rows: list) -> None:
+    """Wrap each staged run's stages to note (stage, wall, CPU, system CPU) seconds."""
+    stage = staged._Run.stage
+
+    def clocks() -> tuple[float, float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_stime
+
+    def counted(self, index, progress):
+        before = clocks()
+        stage(self, index, progress)
+        rows.append((index, *(after - first for after, first in zip(clocks(), before))))
+
+    staged._Run.stage = counted
 
 
 def main() -> None:
@@ -60,6 +78,8 @@ def main() -> None:
         seconds: dict = collections.defaultdict(float)
         sizes: dict = collections.defaultdict(int)
         timed_writes(seconds, sizes)
+        stages: list = []
+        timed_stages(stages)
         profile = cProfile.Profile()
         start = time.perf_counter()
         profile.enable()
@@ -69,6 +89,12 @@ def main() -> None:
               f"{time.perf_counter() - start:.1f} s (profiled)")
         for kind in seconds:
             print(f"writes to {kind}: {seconds[kind]:.2f} s for {sizes[kind] / 1e9:.2f} GB")
+        if stages:
+            print("stage  wall s  CPU s  system CPU s")
+            for index, wall, cpu, system in stages:
+                print(f"{index:5d} {wall:7.2f} {cpu:6.2f} {system:13.2f}")
+            print(f"  all {sum(row[1] for row in stages):7.2f} {sum(row[2] for row in stages):6.2f} "
+                  f"{sum(row[3] for row in stages):13.2f}")
         pstats.Stats(profile).sort_stats("tottime").print_stats(15)
 
 
