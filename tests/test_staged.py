@@ -174,6 +174,22 @@ def test_maps_alive_at_once_get_their_own_memory_and_the_others_share_it(tmp_pat
         assert not list(tmp_path.iterdir())
 
 
+def test_a_freed_maps_bytes_that_no_later_map_takes_are_handed_back():
+    """When the large map is freed, the bytes the small later map reuses stay with the
+    run; the rest can go back to the system (the last stages' windows then fit beside
+    the maps they read)."""
+    lifetime = activations.Lifetime
+    layout = activations.Layout.plan([lifetime("large", (8, 100, 100), 0, 1), lifetime("small", (2, 100, 100), 2, 3),
+                                      lifetime("early", (1, 10, 10), 0, 0)])
+    large, small = (layout.offsets[name] for name in ("large", "small"))
+    assert large <= small and small + layout.maps["small"].size <= large + layout.maps["large"].size
+    unused = layout.unused_after("large")
+    kept = (small, small + layout.maps["small"].size)
+    assert sum(stop - start for start, stop in unused) == layout.maps["large"].size - layout.maps["small"].size
+    assert all(stop <= kept[0] or start >= kept[1] for start, stop in unused)
+    assert layout.unused_after("small") == [kept]  # nothing comes after it
+
+
 def test_maps_beyond_the_ram_budget_go_to_files_the_largest_stay_in_ram(tmp_path):
     size = 4 * 100 * 100 * 4
     maps = [activations.Lifetime("a", (4, 100, 100), 0, 2), activations.Lifetime("b", (8, 100, 100), 1, 2),
