@@ -190,6 +190,39 @@ def test_a_freed_maps_bytes_that_no_later_map_takes_are_handed_back():
     assert layout.unused_after("small") == [kept]  # nothing comes after it
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_layouts_of_random_lifetimes_never_share_bytes_between_maps_alive_together(seed):
+    rng = np.random.default_rng(seed)
+    maps = []
+    for index in range(int(rng.integers(1, 15))):
+        first = int(rng.integers(0, 10))
+        shape = tuple(int(side) for side in rng.integers(1, 40, 3))
+        maps.append(activations.Lifetime(f"m{index}", shape, first, first + int(rng.integers(0, 4))))
+    peak = max(sum(kept.size for kept in maps if kept.first <= stage <= kept.last) for stage in range(14))
+    budget = int(rng.integers(1, 2 * peak)) if seed % 2 else None
+    layout = activations.Layout.plan(maps, budget)
+    in_ram = [kept for kept in maps if kept.name in layout.offsets]
+    assert layout.disk == sum(kept.size for kept in maps if kept.name not in layout.offsets)
+    assert budget is None or layout.ram <= budget
+    if budget is None:
+        assert not layout.disk and layout.ram >= peak
+    span = {kept.name: (layout.offsets[kept.name], layout.offsets[kept.name] + kept.size) for kept in in_ram}
+    for a in in_ram:
+        assert span[a.name][0] % activations.ALIGNMENT == 0 and span[a.name][1] <= layout.ram
+        for b in in_ram:
+            together = a.name != b.name and a.first <= b.last and b.first <= a.last
+            assert not (together and span[a.name][0] < span[b.name][1] and span[b.name][0] < span[a.name][1])
+        # The bytes handed back when a is freed: exactly those of a no later map takes.
+        taken = np.zeros(a.size, bool)
+        for start, stop in (span[b.name] for b in in_ram if b.first > a.last):
+            taken[max(0, start - span[a.name][0]): max(0, stop - span[a.name][0])] = True
+        unused = np.zeros(a.size, bool)
+        for start, stop in layout.unused_after(a.name):
+            assert span[a.name][0] <= start < stop <= span[a.name][1]
+            unused[start - span[a.name][0]: stop - span[a.name][0]] = True
+        assert (unused == ~taken).all()
+
+
 def test_maps_beyond_the_ram_budget_go_to_files_the_largest_stay_in_ram(tmp_path):
     size = 4 * 100 * 100 * 4
     maps = [activations.Lifetime("a", (4, 100, 100), 0, 2), activations.Lifetime("b", (8, 100, 100), 1, 2),
