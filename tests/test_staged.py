@@ -297,6 +297,24 @@ def test_not_enough_disk_is_one_line_and_no_output(workdir, instance_norm_model,
     assert not (workdir / "out.png").exists()
 
 
+def test_memory_the_system_refuses_is_one_line_and_no_output(workdir, instance_norm_model, photo, spill_folder,
+                                                             monkeypatch, capsys):
+    """The maps' block is reserved at once; where the system refuses it (an address-space
+    limit, strict overcommit), the run stops in one line, before any file is made."""
+    cv2.imwrite(str(workdir / "cat.png"), photo)
+
+    def refused(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(activations.mmap, "mmap", refused)
+    code = main(["apply", "-m", str(instance_norm_model), "cat.png", "--tile", "on",
+                 "--tile-size", "96", "--max-memory", "2G", "-o", "out.png"])
+    err = capsys.readouterr().err.strip()
+    assert code == CvstyleError.exit_code and len(err.splitlines()) == 1
+    assert "memory for this photo's activation maps" in err and "Cannot allocate memory" in err
+    assert not (workdir / "out.png").exists() and not list(spill_folder.iterdir())
+
+
 def test_the_budget_decides_between_one_pass_and_stages(instance_norm_model, photo, monkeypatch):
     runner = load_runner(instance_norm_model, "onnxruntime", "cpu")
     model = open_model(instance_norm_model)

@@ -114,6 +114,15 @@ class ActivationStore:
         self.files: dict[str, tuple[Path, tuple[int, int, int]]] = {}
         self.folder: Path | None = None
         self.spilled = 0  # files made so far, which names the next
+        # Faulting the pages in at once, where the system can, costs less than page by
+        # page at the maps' first writes (docs/benchmarks.md); freed maps' pages that no
+        # later map takes are handed back (:meth:`free`).
+        try:
+            self.memory = mmap.mmap(-1, layout.ram, **POPULATED) if layout.ram else None
+        except OSError as error:
+            raise CvstyleError(f"cannot get {_gib(layout.ram)} of memory for this photo's activation maps "
+                               f"({error.strerror or error}): lower --max-memory") from None
+        self.block = np.frombuffer(self.memory, np.float32) if self.memory is not None else np.empty(0, np.float32)
         if layout.disk:
             parent = folder or temporary_folder()
             try:
@@ -127,11 +136,6 @@ class ActivationStore:
                     f"{TEMP_VARIABLE} to another folder, or raise --max-memory"
                 )
             self.folder = Path(tempfile.mkdtemp(prefix="cvstyle-activations-", dir=parent))
-        # Faulting the pages in at once, where the system can, costs less than page by
-        # page at the maps' first writes (docs/benchmarks.md); freed maps' pages that no
-        # later map takes are handed back (:meth:`free`).
-        self.memory = mmap.mmap(-1, layout.ram, **POPULATED) if layout.ram else None
-        self.block = np.frombuffer(self.memory, np.float32) if self.memory is not None else np.empty(0, np.float32)
 
     def __enter__(self) -> "ActivationStore":
         return self
