@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import CvstyleError
+from .geometry import ceil_to
 
 TEMP_VARIABLE = "CVSTYLE_TMP"
 DISK_HEADROOM = 64 * 1024**2  # left free on the disk besides what a run needs
@@ -68,14 +69,14 @@ class Layout:
         placed: list[tuple[int, Lifetime]] = []
         offsets, disk = {}, 0
         for lifetime in sorted(maps, key=lambda kept: (-kept.size, kept.first)):
-            size = -(-lifetime.size // ALIGNMENT) * ALIGNMENT
+            size = ceil_to(lifetime.size, ALIGNMENT)
             busy = sorted((offset, offset + other.size) for offset, other in placed
                           if other.first <= lifetime.last and lifetime.first <= other.last)
             offset = 0
             for start, stop in busy:
                 if start - offset >= size:
                     break
-                offset = max(offset, -(-stop // ALIGNMENT) * ALIGNMENT)
+                offset = max(offset, ceil_to(stop, ALIGNMENT))
             if ram_budget is not None and offset + size > ram_budget:
                 disk += lifetime.size
                 continue
@@ -153,13 +154,12 @@ class ActivationStore:
             self.folder = None
 
     def allocate(self, name: str) -> None:
-        shape = self.layout.maps[name].shape
+        kept = self.layout.maps[name]
         offset = self.layout.offsets.get(name)
         if offset is None:
-            self._spill(name, shape, 4 * math.prod(shape))
+            self._spill(name, kept.shape, kept.size)
             return
-        start = offset // 4
-        self.arrays[name] = self.block[start: start + math.prod(shape)].reshape(shape)
+        self.arrays[name] = self.block[offset // 4: (offset + kept.size) // 4].reshape(kept.shape)
 
     def _spill(self, name: str, shape: tuple[int, int, int], size: int) -> None:
         self.spilled += 1
@@ -202,7 +202,7 @@ class ActivationStore:
             del self.arrays[name]
             if hasattr(mmap, "MADV_DONTNEED"):
                 for start, stop in self.layout.unused_after(name):
-                    start, stop = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, stop // mmap.PAGESIZE * mmap.PAGESIZE
+                    start, stop = ceil_to(start, mmap.PAGESIZE), stop // mmap.PAGESIZE * mmap.PAGESIZE
                     if start < stop:
                         self.memory.madvise(mmap.MADV_DONTNEED, start, stop - start)
         elif name in self.files:
