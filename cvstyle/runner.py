@@ -70,6 +70,10 @@ class Network(Protocol):
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """The named ``outputs`` (default: the graph's own) for the named input blobs."""
 
+    def release_memory(self) -> None:
+        """Hand back working memory kept between forwards (those engines that keep it);
+        called between a staged run's stages, while no forward runs."""
+
 
 class StyleRunner:
     """A style network with its pre- and post-processing: uint8 BGR in, uint8 BGR out.

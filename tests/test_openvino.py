@@ -123,22 +123,24 @@ blob = np.zeros((1, 3, 768, 768), np.float32)
 before = resident_memory()
 for _ in range(3):
     network.run({"input": blob})
-print(resident_memory() - before, len(network.shape_models))
+kept = resident_memory() - before
+network.release_memory()
+print(kept, resident_memory() - before, len(network.shape_models))
 """
 
 
-def test_unpooled_networks_hand_their_memory_back(instance_norm_model):
-    """Staged runs (unpooled networks) hold memory tight: each forward's working memory
-    is handed back, and no shape gets a model of its own. Each measured in a fresh
-    process, whose memory no earlier test has shaped."""
-    kept, models = {}, {}
-    for mode in ("pooled", "unpooled"):
-        done = subprocess.run([sys.executable, "-c", KEPT_MEMORY_SCRIPT, str(instance_norm_model), mode],
-                              capture_output=True, text=True, timeout=300, check=True)
-        kept[mode], models[mode] = map(int, done.stdout.split())
-    assert models == {"pooled": 1, "unpooled": 0}
-    # 768x768 in float32 is 2.4 MB a channel; the pooled network keeps many such maps.
-    assert kept["pooled"] > 60 << 20 and kept["unpooled"] < kept["pooled"] / 2, kept
+@pytest.mark.parametrize("mode", ["pooled", "unpooled"])
+def test_networks_keep_working_memory_until_they_release_it(instance_norm_model, mode):
+    """Forwards keep their working memory (a pooled network's repeated shape gets a
+    model of its own, an unpooled one, a staged run's stage, keeps one model), and
+    release_memory hands it back. Measured in a fresh process, whose memory no earlier
+    test has shaped."""
+    done = subprocess.run([sys.executable, "-c", KEPT_MEMORY_SCRIPT, str(instance_norm_model), mode],
+                          capture_output=True, text=True, timeout=300, check=True)
+    kept, released, models = map(int, done.stdout.split())
+    assert models == (1 if mode == "pooled" else 0)
+    # 768x768 in float32 is 2.4 MB a channel; a forward's working memory holds many such maps.
+    assert kept > 60 << 20 and released < kept / 2, (kept, released)
 
 
 def test_tiles_equal_one_pass_and_frozen_statistics_agree_with_onnxruntime(instance_norm_model, cat_bgr):

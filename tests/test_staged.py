@@ -3,6 +3,10 @@ files beyond the memory budget, cleaned up whatever happens."""
 
 from __future__ import annotations
 
+import gc
+import threading
+import weakref
+
 import cv2
 import numpy as np
 import pytest
@@ -111,6 +115,41 @@ def test_spilled_run_equals_one_pass_and_leaves_no_files(engine, instance_norm_m
     assert np.abs(spilled.astype(int) - whole).max() <= 1
     assert calls[-1][0] == calls[-1][1] and len(calls) == calls[-1][1]
     assert not list(spill_folder.iterdir())
+
+
+def test_each_stage_hands_back_its_working_memory_when_no_forward_runs(instance_norm_model, photo, monkeypatch):
+    """OpenVINO's stage networks keep their working memory between forwards; each hands
+    it back when its stage ends, never while one of its forwards (two streams) runs."""
+    ov_engine = pytest.importorskip("cvstyle.engines.openvino")
+    pytest.importorskip("openvino")
+    running, released, misplaced = weakref.WeakKeyDictionary(), weakref.WeakKeyDictionary(), []
+    lock = threading.Lock()
+    real_run, real_release = ov_engine.OpenVinoNetwork.run, ov_engine.OpenVinoNetwork.release_memory
+
+    def run(network, *args, **kwargs):
+        with lock:
+            running[network] = running.get(network, 0) + 1
+            released[network] = False
+        try:
+            return real_run(network, *args, **kwargs)
+        finally:
+            with lock:
+                running[network] -= 1
+
+    def release_memory(network):
+        with lock:
+            if running.get(network):
+                misplaced.append(network.name)
+            released[network] = True
+        real_release(network)
+
+    monkeypatch.setattr(ov_engine.OpenVinoNetwork, "run", run)
+    monkeypatch.setattr(ov_engine.OpenVinoNetwork, "release_memory", release_memory)
+    runner = load_runner(instance_norm_model, "openvino", "cpu")
+    tiling.stylize_large(runner, open_model(instance_norm_model), photo, SMALL_TILES, statistics="exact")
+    gc.collect()  # the networks that outlive the run (the cutting's probe does not)
+    assert len(released) > 2  # stages ran, not the one network
+    assert not misplaced and all(released.values())
 
 
 @pytest.mark.parametrize("kernel", [3, 7])

@@ -137,3 +137,7 @@ class OnnxRuntimeNetwork:
             feeds = {self.input_names[0]: next(iter(feeds.values()))}
         with self.sessions.take() as session:
             return session.run(list(outputs) if outputs else None, feeds)
+
+    def release_memory(self) -> None:
+        """Nothing to hand back: unpooled sessions share one arena, which the next
+        network run reuses."""

@@ -137,3 +137,6 @@ class OpenCvNetwork:
             if outputs:
                 return list(self.net.forward(list(outputs)))
             return [self.net.forward()]
+
+    def release_memory(self) -> None:
+        """Nothing to hand back: a ``cv2.dnn.Net`` has no call for it."""

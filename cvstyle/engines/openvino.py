@@ -117,14 +117,12 @@ def _any_size(model, openvino) -> None:
 
 
 class _Compiled:
-    """A compiled model and its infer requests, one per stream. ``pooled``: it keeps
-    its working memory between forwards; without, the last forward running hands it
-    back."""
+    """A compiled model and its infer requests, one per stream; it keeps its working
+    memory between forwards until :meth:`release_memory`."""
 
-    def __init__(self, compiled, streams: int, pooled: bool = True):
+    def __init__(self, compiled, streams: int):
         self.compiled = compiled
         self.requests = Idle([compiled.create_infer_request() for _ in range(streams)])
-        self.pooled = pooled
         self.warm = False  # whether a forward has run
         self.running = 0  # forwards in flight
         self.lock = threading.Lock()  # a forward never starts while the memory is handed back
@@ -145,8 +143,6 @@ class _Compiled:
             finally:
                 with self.lock:
                     self.running -= 1
-                if not self.pooled:
-                    self.release_memory()
 
     def release_memory(self) -> None:
         """Hand back the working memory of forwards past, if none is running."""
@@ -159,9 +155,10 @@ class OpenVinoNetwork:
     """An ONNX graph compiled by OpenVINO. ``precision`` is what it runs: ``exact``
     (float32) or ``fast`` (bfloat16 on the CPU, float16 on a GPU). ``streams`` > 1 on
     the CPU: that many forwards may run at once, each on its share of the cores
-    (:mod:`.streams`). ``pooled``: it keeps working memory between forwards, and shapes
-    that come back get a compiled model of their own (each with its own memory); staged
-    runs, which run many networks in turn, hand the memory back after each forward."""
+    (:mod:`.streams`). ``pooled``: shapes that come back get a compiled model of their
+    own (each with its own working memory); staged runs, which run many networks in
+    turn, keep one model and hand its memory back when a stage ends
+    (:meth:`release_memory`)."""
 
     engine = "openvino"
 
@@ -183,7 +180,7 @@ class OpenVinoNetwork:
                 graph = fast_graph.faster_graph(graph)
             self.model = core.read_model(graph.SerializeToString(), b"")
             _any_size(self.model, openvino)
-            self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams, pooled)
+            self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams)
         except (RuntimeError, ValueError, TypeError) as error:  # OpenVINO's untyped failures
             raise ModelError(f"{name}: openvino cannot compile this model ({reason(error)})") from None
         self.compiled = self.any_size.compiled
@@ -201,6 +198,12 @@ class OpenVinoNetwork:
         if not outputs:
             return [results[i] for i in range(len(self.compiled.outputs))]
         return [results[chosen.compiled.output(name)] for name in outputs]
+
+    def release_memory(self) -> None:
+        """Hand back the working memory the compiled models keep between forwards."""
+        with self.shape_lock:
+            for compiled in (self.any_size, *self.shape_models.values()):
+                compiled.release_memory()
 
     def _for_shape(self, feeds: dict[str, np.ndarray]) -> _Compiled:
         """The compiled model for these inputs' shape: its own once it has come back,

@@ -344,6 +344,9 @@ class _Run:
                 progress()
         finally:  # after an error or an interrupt, the tiles not started are dropped
             tiles.shutdown(wait=True, cancel_futures=True)
+            # The stages run in turn: each hands back its forwards' working memory as it
+            # ends, from here, where none of its forwards can still be running.
+            runner.network.release_memory()
         self.statistics.update((name, total.result()) for name, total in sums.items())
         for name, last in self.network.last_use.items():
             if last == index:
