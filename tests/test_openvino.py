@@ -143,6 +143,28 @@ def test_networks_keep_working_memory_until_they_release_it(instance_norm_model,
     assert kept > 60 << 20 and released < kept / 2, (kept, released)
 
 
+def test_memory_openvino_refuses_to_release_stays_and_the_network_runs_on(instance_norm_model, caplog):
+    class BusyModel:  # OpenVINO's answer when it finds an infer request running
+        def __init__(self, compiled):
+            self.compiled = compiled
+
+        def release_memory(self):
+            raise RuntimeError("Exception from src/inference/src/cpp/compiled_model.cpp:1:\n"
+                               "Attempt to call release_memory() on a compiled model in a busy state.")
+
+        def __getattr__(self, name):
+            return getattr(self.compiled, name)
+
+    network = engines.build_network(open_model(instance_norm_model).graph, "openvino", "cpu", "m", pooled=False)
+    blob = np.zeros((1, 3, 64, 80), np.float32)
+    first = network.run({"input": blob})[0]
+    network.any_size.compiled = BusyModel(network.any_size.compiled)
+    with caplog.at_level(logging.INFO, logger=ov_engine.__name__):
+        network.release_memory()
+    assert "openvino keeps a model's working memory (Attempt to call release_memory()" in caplog.text
+    assert np.array_equal(network.run({"input": blob})[0], first)
+
+
 def test_tiles_equal_one_pass_and_frozen_statistics_agree_with_onnxruntime(instance_norm_model, cat_bgr):
     """Exact statistics (staged runs) give the untiled picture; estimated statistics
     frozen into the tiles give what ONNX Runtime gives with them."""

@@ -147,8 +147,12 @@ class _Compiled:
     def release_memory(self) -> None:
         """Hand back the working memory of forwards past, if none is running."""
         with self.lock:
-            if not self.running:
+            if self.running:
+                return
+            try:
                 self.compiled.release_memory()
+            except RuntimeError as error:  # OpenVINO found a request busy: the memory stays
+                log.info("openvino keeps a model's working memory (%s)", reason(error))
 
 
 class OpenVinoNetwork:
