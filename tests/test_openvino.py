@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import reference_net
+from conftest import SAMPLES
 from cvstyle import engines, onnx_export, torch7, tiling
 from cvstyle.cli import main
 from cvstyle.errors import CvstyleError
@@ -180,6 +181,34 @@ def test_tiles_equal_one_pass_and_frozen_statistics_agree_with_onnxruntime(insta
     reference = load_runner(instance_norm_model, "onnxruntime", "cpu")
     assert np.abs(frozen - tiling.stylize_large(reference, model, photo, settings, statistics="estimate")).max() <= 1
     assert np.abs(frozen - whole).mean() > 1  # not vacuous: the estimate differs from the exact result
+
+
+FRESH_STAGES_SCRIPT = """
+import sys
+import cv2
+from cvstyle import tiling
+from cvstyle.engines import clear_network_cache, load_runner
+from cvstyle.model import open_model
+from cvstyle.tiling import TileSettings
+photo = cv2.resize(cv2.imread(sys.argv[2]), (333, 251), interpolation=cv2.INTER_AREA)
+for _ in range(int(sys.argv[3])):
+    clear_network_cache()  # new stage networks: their first forwards, two streams at once
+    runner = load_runner(sys.argv[1], "openvino", "cpu")
+    tiling.stylize_large(runner, open_model(sys.argv[1]), photo, TileSettings(statistics_pixels=120 * 90, max_tile=128), statistics="exact")
+print("done")
+"""
+
+
+def test_staged_runs_on_fresh_stage_networks_keep_the_process_whole(instance_norm_model):
+    """Two streams of a free-size model reading their inputs in place corrupted the heap
+    within a few such rounds (an abort or a segmentation fault), more often with the
+    cores oversubscribed: two processes of their own run at once, so that a crash
+    fails this test and not the suite."""
+    command = [sys.executable, "-c", FRESH_STAGES_SCRIPT, str(instance_norm_model), str(SAMPLES / "chelsea.png"), "15"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0 and out.split() == ["done"], (process.returncode, err[-2000:])
 
 
 def test_missing_package_is_one_line_naming_pip(monkeypatch, capsys, eccv16_model, tmp_path):

@@ -132,10 +132,11 @@ class _Compiled:
             with self.lock:
                 self.running += 1
             try:
+                # Inputs and outputs are copied into and out of the request's buffers:
+                # inputs read in place (share_inputs) corrupted the heap when two
+                # streams ran a model of free size (docs/benchmarks.md).
                 if self.warm:
-                    # Inputs read where they lie (a staged window's copy less); outputs
-                    # copied out of the request's buffers, which the next forward reuses.
-                    return request.infer(feeds, share_inputs=True)
+                    return request.infer(feeds)
                 with _FIRST_FORWARD:
                     results = request.infer(feeds)
                     self.warm = True
