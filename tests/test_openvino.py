@@ -191,10 +191,11 @@ from cvstyle.engines import clear_network_cache, load_runner
 from cvstyle.model import open_model
 from cvstyle.tiling import TileSettings
 photo = cv2.resize(cv2.imread(sys.argv[2]), (333, 251), interpolation=cv2.INTER_AREA)
+settings = TileSettings(statistics_pixels=120 * 90, max_tile=128)
 for _ in range(int(sys.argv[3])):
     clear_network_cache()  # new stage networks: their first forwards, two streams at once
     runner = load_runner(sys.argv[1], "openvino", "cpu")
-    tiling.stylize_large(runner, open_model(sys.argv[1]), photo, TileSettings(statistics_pixels=120 * 90, max_tile=128), statistics="exact")
+    tiling.stylize_large(runner, open_model(sys.argv[1]), photo, settings, statistics="exact")
 print("done")
 """
 
