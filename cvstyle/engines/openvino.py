@@ -182,7 +182,7 @@ class OpenVinoNetwork:
         self.target, self.name = target, name
         try:
             if target == CPU:  # measured on CPUs only (cvstyle.fast_graph)
-                graph = fast_graph.faster_graph(graph)
+                graph = fast_graph.winograd_residuals(fast_graph.faster_graph(graph))
             self.model = core.read_model(graph.SerializeToString(), b"")
             _any_size(self.model, openvino)
             self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams)
