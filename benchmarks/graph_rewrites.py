@@ -13,6 +13,12 @@
   rows interleaved again.
 - ``separable last conv``: the narrow 9x9 convolution as a 9x1 convolution to
   3x9 channels and a grouped 1x9 one that sums them, instead of the block form.
+- ``winograd trunk``: :func:`cvstyle.fast_graph.winograd_residuals`, the same F(2,3)
+  along the rows for eccv16's residual trunk, its even and odd rows kept apart from the
+  trunk's first convolution to its last (what the openvino engine runs on the CPU).
+
+The openvino engine's own trunk rewrite is switched off while these networks are built,
+so that every graph runs as written.
 
 Both fixture families, float32, one stream, the engines' own settings (latency hint,
 two threads), one engine at a time. Each rewrite runs against ``faster_graph`` in
@@ -29,11 +35,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
 from cvstyle import engines
-from cvstyle.fast_graph import _attributes, _is_narrow_convolution, _Rewriter, faster_graph, rewrite_nodes
+from cvstyle import fast_graph
+from cvstyle.fast_graph import _attributes, _is_narrow_convolution, _Rewriter, faster_graph, rewrite_nodes, winograd_residuals
 from cvstyle.model import open_model
 from cvstyle.runner import INPUT
 from cvstyle.testing import write_fixture_model
@@ -174,10 +182,13 @@ def main() -> None:
                 "winograd rows": rewrite_nodes(base, _is_3x3, _winograd_rows),
                 "separable last conv": rewrite_nodes(plain, _is_narrow_convolution, _separable),
             }
+            if winograd_residuals(base) is not base:
+                variants["winograd trunk"] = winograd_residuals(base)
             for engine in ("onnxruntime", "openvino"):
                 # faster_graph, which the engines apply, leaves these graphs as they are.
-                networks = {label: engines.build_network(graph, engine, "cpu", family)
-                            for label, graph in {"faster_graph": base, **variants}.items()}
+                with mock.patch.object(fast_graph, "winograd_residuals", lambda model: model):
+                    networks = {label: engines.build_network(graph, engine, "cpu", family)
+                                for label, graph in {"faster_graph": base, **variants}.items()}
                 forward = {label: (lambda n: lambda: n.run({INPUT: blob})[0])(network) for label, network in networks.items()}
                 for run in forward.values():  # OpenVINO compiles a model for the shape at its second forward
                     run(), run()

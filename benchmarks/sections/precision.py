@@ -15,7 +15,8 @@ built-in sketch. live: ``cvstyle live``'s loop headless on a simulated 30 FPS ca
 (instance_norm, 640x480). batch: ``cvstyle apply`` on a folder of 640x480 photos against
 the same number of forward passes alone, A-B-B-A. profile: time per operator type in
 one 640x480 forward (ONNX Runtime's profiler, OpenVINO's performance counters), with the
-converted graph as it is and after :func:`cvstyle.fast_graph.faster_graph`.
+converted graph as it is, after :func:`cvstyle.fast_graph.faster_graph`, and (eccv16) after
+:func:`cvstyle.fast_graph.winograd_residuals` as well, which the openvino engine runs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from cvstyle import Stylizer, engines, live, precision
 from cvstyle.cli import main as cvstyle_main
 from cvstyle.engines import ranking
 from cvstyle.errors import CvstyleError
-from cvstyle.fast_graph import faster_graph
+from cvstyle.fast_graph import faster_graph, winograd_residuals
 from cvstyle.model import open_model
 
 from harness import Context, bullets, log, table
@@ -227,7 +228,11 @@ def profile(context: Context) -> str:
     rows = []
     for family, path in context.models.items():
         graph = open_model(path).graph
-        for label, variant in [("as converted", graph), ("faster_graph", faster_graph(graph))]:
+        faster = faster_graph(graph)
+        variants = [("as converted", graph), ("faster_graph", faster)]
+        if winograd_residuals(faster) is not faster:
+            variants.append(("+ winograd_residuals", winograd_residuals(faster)))
+        for label, variant in variants:
             log(f"precision profile {family} {label}")
             measured = {"onnxruntime": _onnxruntime_profile(variant, blob)}
             for hint in ("f32", "bf16") if precision.cpu_has_bf16() else ("f32",):
