@@ -13,12 +13,13 @@
   rows interleaved again.
 - ``separable last conv``: the narrow 9x9 convolution as a 9x1 convolution to
   3x9 channels and a grouped 1x9 one that sums them, instead of the block form.
-- ``winograd trunk``: :func:`cvstyle.fast_graph.winograd_residuals`, the same F(2,3)
-  along the rows for eccv16's residual trunk, its even and odd rows kept apart from the
-  trunk's first convolution to its last (what the openvino engine runs on the CPU).
+- ``winograd trunk``: :func:`cvstyle.fast_graph.winograd_residuals`, Winograd F(4,3)
+  along the rows for eccv16's residual trunk, the four phases of its rows kept apart
+  from the trunk's first convolution to its last (what the openvino engine runs on the
+  CPU for shapes that come back).
 
-The openvino engine's own trunk rewrite is switched off while these networks are built,
-so that every graph runs as written.
+The openvino engine's own trunk rewrite is switched off while these networks are built
+and run, so that every graph runs as written.
 
 Both fixture families, float32, one stream, the engines' own settings (latency hint,
 two threads), one engine at a time. Each rewrite runs against ``faster_graph`` in
@@ -185,21 +186,28 @@ def main() -> None:
             if winograd_residuals(base) is not base:
                 variants["winograd trunk"] = winograd_residuals(base)
             for engine in ("onnxruntime", "openvino"):
-                # faster_graph, which the engines apply, leaves these graphs as they are.
-                with mock.patch.object(fast_graph, "winograd_residuals", lambda model: model):
-                    networks = {label: engines.build_network(graph, engine, "cpu", family)
-                                for label, graph in {"faster_graph": base, **variants}.items()}
-                forward = {label: (lambda n: lambda: n.run({INPUT: blob})[0])(network) for label, network in networks.items()}
-                for run in forward.values():  # OpenVINO compiles a model for the shape at its second forward
-                    run(), run()
-                reference = forward["faster_graph"]()
-                for label in variants:
-                    times = _pairs({"faster_graph": forward["faster_graph"], label: forward[label]}, args.repeat)
-                    ratio = statistics.median(b / a for a, b in zip(times["faster_graph"], times[label]))
-                    difference = float(np.abs(forward[label]() - reference).max())
-                    print(f"{family} {engine} {label}: {1000 * statistics.median(times[label]):.1f} against "
-                          f"{1000 * statistics.median(times['faster_graph']):.1f} ms, ratio {ratio:.3f}, "
-                          f"max difference {difference:.4f}")
+                _measure(family, engine, base, variants, blob, args.repeat)
+
+
+def _measure(family: str, engine: str, base, variants: dict, blob: np.ndarray, repeat: int) -> None:
+    """Each variant against ``base`` on ``engine``, every graph run as written: the
+    openvino engine's own trunk rewrite stays off while the networks build and run (it
+    is made when a shape first comes back); faster_graph, which the engines apply,
+    leaves these graphs as they are."""
+    with mock.patch.object(fast_graph, "winograd_residuals", lambda model: model):
+        networks = {label: engines.build_network(graph, engine, "cpu", family)
+                    for label, graph in {"faster_graph": base, **variants}.items()}
+        forward = {label: (lambda n: lambda: n.run({INPUT: blob})[0])(network) for label, network in networks.items()}
+        for run in forward.values():  # OpenVINO compiles a model for the shape at its second forward
+            run(), run()
+        reference = forward["faster_graph"]()
+        for label in variants:
+            times = _pairs({"faster_graph": forward["faster_graph"], label: forward[label]}, repeat)
+            ratio = statistics.median(b / a for a, b in zip(times["faster_graph"], times[label]))
+            difference = float(np.abs(forward[label]() - reference).max())
+            print(f"{family} {engine} {label}: {1000 * statistics.median(times[label]):.1f} against "
+                  f"{1000 * statistics.median(times['faster_graph']):.1f} ms, ratio {ratio:.3f}, "
+                  f"max difference {difference:.4f}")
 
 
 if __name__ == "__main__":

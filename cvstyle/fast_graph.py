@@ -9,18 +9,21 @@ work. One convolution with stride 2 computes all four pixels of each 2x2 block a
 kernels run at 12 of 16 lanes; DepthToSpace puts the pixels back. Only the order of the
 additions changes, so the results agree to float32 rounding.
 
-For OpenVINO only, :func:`winograd_residuals` computes the residual trunk of the eccv16
-networks (unpadded 3x3 convolutions, batch normalisation, the shortcut cropped) with two
-thirds of its multiplications: a one-dimensional Winograd F(2,3) along the rows, on the
-trunk kept as its even and odd rows throughout, so that no convolution has to split or
-interleave rows. ONNX Runtime runs it slower than the plain trunk.
+For OpenVINO's models compiled per shape, :func:`winograd_residuals` computes the
+residual trunk of the eccv16 networks (unpadded 3x3 convolutions, batch normalisation,
+the shortcut cropped) with about half of its multiplications: a one-dimensional Winograd
+F(4,3) along the rows, on the trunk kept as four phases of its rows throughout, so that
+no convolution has to split or interleave rows. Its additions and slices cost less than
+the multiplications saved in OpenVINO, not in ONNX Runtime; it takes OpenVINO longer to
+compile, which one forward does not win back.
 
 Rewrites tried and dropped because they measured slower or no faster
 (benchmarks/graph_rewrites.py and docs/benchmarks.md): the same block computed after
 rearranging the input with SpaceToDepth (the form before this one), transposed
 convolutions as a convolution plus DepthToSpace, InstanceNormalization spelled out with
 GlobalAveragePool, the last convolution as a separable pair, two-dimensional Winograd,
-and Winograd along the rows with the rows split and interleaved at every convolution.
+Winograd F(2,3) along the rows with the rows split and interleaved at every convolution,
+and F(2,3) on even and odd rows kept apart (faster than the plain trunk, slower than F(4,3)).
 """
 
 from __future__ import annotations
@@ -41,7 +44,22 @@ NARROW_OUTPUT = 4  # convolutions with at most this many output channels are rew
 CROP = 2  # the residual blocks' shortcut loses this many pixels at each side
 END = 2**62  # a Slice end past any size
 BATCH_NORM_EPSILON = 1e-5  # ONNX's default
-WINOGRAD_OPSET = 13  # Slice, Split and Unsqueeze with their parameters as inputs
+WINOGRAD_OPSET = 13  # Slice and Unsqueeze with their parameters as inputs
+# Winograd F(4,3) (Lavin and Gray, 2016): four outputs of a 3-tap convolution from six
+# inputs with six products instead of twelve. The input's rows combined (B^T), the
+# kernel's rows combined (G), the products combined into output rows (A^T).
+TILE = 4
+INPUT_TRANSFORM = np.array([
+    [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+    [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1],
+], np.float64)
+KERNEL_TRANSFORM = np.array([
+    [1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+    [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1],
+])
+OUTPUT_TRANSFORM = np.array([
+    [1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1],
+], np.float64)
 
 
 def block_weight(weight: np.ndarray) -> np.ndarray:
@@ -250,86 +268,117 @@ def _residual_trunks(onnx, model, weights: dict) -> list[tuple[list, list[_Convo
     return trunks
 
 
-def _phase_convolution(r: _Rewriter, even: str, odd: str, convolution: _Convolution, index: int) -> tuple[str, str]:
-    """Winograd F(2,3) along the rows of an unpadded 3x3 convolution whose input is
-    given as its ``even`` and ``odd`` rows: the output's even and odd rows.
-
-    Output rows 2j and 2j+1 read input rows 2j..2j+3 (d0..d3): with t0 = d0-d2,
-    t1 = d1+d2, t2 = d2-d1, t3 = d1-d3, each convolved along the row with one
-    combination of the kernel's rows (m0..m3), row 2j is m0+m1+m2 and row 2j+1 m1-m2-m3."""
-    axis, first, second, last, end = (r.shared(name) for name in ("axis", "first", "second", "last", "end"))
-    d0, d2 = r.add("Slice", [even, first, last, axis], f"wr{index}_d0"), r.add("Slice", [even, second, end, axis], f"wr{index}_d2")
-    d1, d3 = r.add("Slice", [odd, first, last, axis], f"wr{index}_d1"), r.add("Slice", [odd, second, end, axis], f"wr{index}_d3")
-    t = [r.add("Sub", [d0, d2], f"wr{index}_t0"), r.add("Add", [d1, d2], f"wr{index}_t1"),
-         r.add("Sub", [d2, d1], f"wr{index}_t2"), r.add("Sub", [d1, d3], f"wr{index}_t3")]
-    g0, g1, g2 = (convolution.weight[:, :, row:row + 1] for row in range(3))
-    # m3 is taken with -g2, so that each output row is one convolution plus one sum.
-    kernels = [g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, -g2]
-    bias = r.constant(f"wr{index}_bias", convolution.bias.astype(np.float32))
-
-    def convolve(j: int, *extra: str) -> str:
-        weight = r.constant(f"wr{index}_g{j}", kernels[j].astype(np.float32))
-        return r.add("Conv", [t[j], weight, *extra], f"wr{index}_m{j}", kernel_shape=[1, 3])
-
-    m1, m2 = convolve(1), convolve(2)
-    rows = [r.add("Add", [convolve(0, bias), r.add("Add", [m1, m2], f"wr{index}_sum")], f"wr{index}_even"),
-            r.add("Add", [convolve(3, bias), r.add("Sub", [m1, m2], f"wr{index}_difference")], f"wr{index}_odd")]
-    if convolution.relu:
-        rows = [r.add("Relu", [row], f"{row}_relu") for row in rows]
-    return rows[0], rows[1]
-
-
 class _PhaseRewriter(_Rewriter):
-    """A rewriter with the integer constants the phase form uses, each stored once."""
-
-    CONSTANTS = {
-        "axis": [2], "two": [2], "first": [0], "second": [1], "last": [-1], "end": [END],
-        # The shortcut crop: one even and one odd row at the top and bottom, CROP columns at the sides.
-        "crop_starts": [CROP // 2, CROP], "crop_ends": [-(CROP // 2), -CROP], "crop_axes": [2, 3],
-    }
+    """A rewriter that numbers its nodes and stores each constant once."""
 
     def __init__(self, onnx, node):
         super().__init__(onnx, node)
-        self.names: dict[str, str] = {}
+        self.count = 0
+        self.constants: dict[tuple, str] = {}
 
-    def shared(self, key: str) -> str:
-        if key not in self.names:
-            self.names[key] = self.constant(f"wr_{key}", np.array(self.CONSTANTS[key], np.int64))
-        return self.names[key]
+    def op(self, op: str, inputs: list[str], **attributes) -> str:
+        self.count += 1
+        return self.add(op, inputs, f"wr{self.count}", **attributes)
+
+    def value(self, array: np.ndarray) -> str:
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self.constants:
+            self.constants[key] = self.constant(f"wr_constant{len(self.constants)}", array)
+        return self.constants[key]
+
+    def integers(self, *values: int) -> str:
+        return self.value(np.array(values, np.int64))
+
+    def combination(self, coefficients: np.ndarray, tensors: list[str]) -> str:
+        """The sum of ``coefficients[i] * tensors[i]``, as element-wise operations."""
+        total = None
+        for coefficient, tensor in zip(coefficients, tensors):
+            if coefficient == 0:
+                continue
+            if abs(coefficient) != 1:
+                tensor = self.op("Mul", [tensor, self.value(np.array(abs(coefficient), np.float32))])
+            if total is None:
+                total = tensor if coefficient > 0 else self.op("Neg", [tensor])
+            else:
+                total = self.op("Add" if coefficient > 0 else "Sub", [total, tensor])
+        return total
+
+
+def _phase_convolution(r: _PhaseRewriter, phases: list[str], convolution: _Convolution) -> list[str]:
+    """Winograd F(4,3) along the rows of an unpadded 3x3 convolution whose input is
+    given as its rows' ``TILE`` phases (row ``TILE*j + k`` is row j of phase k): the
+    output's phases.
+
+    Output rows 4j..4j+3 read input rows 4j..4j+5 (d0..d5): the six row combinations
+    of ``INPUT_TRANSFORM``, each convolved along the row with one combination of the
+    kernel's rows (``KERNEL_TRANSFORM``), make the four output rows
+    (``OUTPUT_TRANSFORM``)."""
+    rows = r.integers(2)
+    d = [r.op("Slice", [phases[i % TILE], r.integers(i // TILE), r.integers(-1 if i < TILE else END), rows])
+         for i in range(TILE + 2)]
+    t = [r.combination(coefficients, d) for coefficients in INPUT_TRANSFORM]
+    kernels = _kernel_rows(convolution.weight)
+    bias = r.value(convolution.bias.astype(np.float32))
+
+    def convolve(k: int, scale: float = 1.0, *extra: str) -> str:
+        return r.op("Conv", [t[k], r.value((scale * kernels[k]).astype(np.float32)), *extra], kernel_shape=[1, 3])
+
+    shared = [convolve(k) for k in range(1, TILE + 1)]
+    outputs = []
+    for row, coefficients in enumerate(OUTPUT_TRANSFORM):
+        rest = r.combination(coefficients[1:TILE + 1], shared)
+        # The first and last products each feed one output row: convolved with the bias
+        # and the output transform's coefficient, they take the rest as a sum.
+        if row == 0:
+            total = r.op("Add", [convolve(0, coefficients[0], bias), rest])
+        elif row == TILE - 1:
+            total = r.op("Add", [convolve(TILE + 1, coefficients[TILE + 1], bias), rest])
+        else:
+            total = r.op("Add", [rest, r.value(convolution.bias.astype(np.float32).reshape(1, -1, 1, 1))])
+        outputs.append(r.op("Relu", [total]) if convolution.relu else total)
+    return outputs
+
+
+def _kernel_rows(weight: np.ndarray) -> np.ndarray:
+    """The (TILE+2, out, in, 1, 3) kernels of the Winograd products: combinations of
+    ``weight``'s three rows."""
+    return np.einsum("ki,ociw->kocw", KERNEL_TRANSFORM, weight)[:, :, :, None, :]
 
 
 def _winograd_trunk(onnx, node, source: str, output: str, convolutions: list[_Convolution]) -> tuple[list, list]:
     r = _PhaseRewriter(onnx, node)
-    axis, two, first, second, end = (r.shared(name) for name in ("axis", "two", "first", "second", "end"))
-    rows = r.add("Shape", [source], "wr_rows", start=2, end=3)
-    # An odd number of rows gets one more, whose outputs the last slice drops.
-    pads = r.add("Concat", [r.constant("wr_pads_before", np.zeros(6, np.int64)), r.add("Mod", [rows, two], "wr_rows_odd"),
-                            r.constant("wr_pads_after", np.zeros(1, np.int64))], "wr_pads", axis=0)
-    padded = r.add("Pad", [source, pads], "wr_padded", mode="constant")
-    even = r.add("Slice", [padded, first, end, axis, two], "wr_even")
-    odd = r.add("Slice", [padded, second, end, axis, two], "wr_odd")
-    crop = [r.shared(name) for name in ("crop_starts", "crop_ends", "crop_axes")]
+    rows = r.op("Shape", [source], start=2, end=3)
+    # Each convolution's tiles use TILE rows of its input's phases while its output is
+    # only 2 rows shorter: the trunk starts with that many spare zero rows at the bottom
+    # (and as many more as make whole tiles), whose outputs the last slice drops.
+    spare = (TILE - 2) * len(convolutions)
+    needed = r.op("Add", [rows, r.integers(spare)])
+    extra = r.op("Add", [r.op("Mod", [r.op("Neg", [needed]), r.integers(TILE)]), r.integers(spare)])
+    padded = r.op("Pad", [source, r.op("Concat", [r.integers(0, 0, 0, 0, 0, 0), extra, r.integers(0)], axis=0)], mode="constant")
+    phases = [r.op("Slice", [padded, r.integers(k), r.integers(END), r.integers(2), r.integers(TILE)]) for k in range(TILE)]
     for block in range(len(convolutions) // 2):
-        inner = _phase_convolution(r, even, odd, convolutions[2 * block], 2 * block)
-        outer_even, outer_odd = _phase_convolution(r, *inner, convolutions[2 * block + 1], 2 * block + 1)
-        even = r.add("Add", [r.add("Slice", [even, *crop], f"wr{block}_even_shortcut"), outer_even], f"wr{block}_even_out")
-        odd = r.add("Add", [r.add("Slice", [odd, *crop], f"wr{block}_odd_shortcut"), outer_odd], f"wr{block}_odd_out")
-    pair_axis = r.constant("wr_pair_axis", np.array([3], np.int64))
-    pairs = r.add("Concat", [r.add("Unsqueeze", [even, pair_axis], "wr_even_pairs"),
-                             r.add("Unsqueeze", [odd, pair_axis], "wr_odd_pairs")], "wr_pairs", axis=3)
-    shape = r.add("Concat", [r.add("Shape", [source], "wr_nc", start=0, end=2), r.constant("wr_any", np.array([-1], np.int64)),
-                             r.add("Shape", [even], "wr_columns", start=3, end=4)], "wr_shape", axis=0)
-    interleaved = r.add("Reshape", [pairs, shape], "wr_interleaved")
-    shrink = r.constant("wr_shrink", np.array([2 * CROP * (len(convolutions) // 2)], np.int64))
-    r.add("Slice", [interleaved, first, r.add("Sub", [rows, shrink], "wr_out_rows"), axis], "", output=output)
+        inner = _phase_convolution(r, phases, convolutions[2 * block])
+        outer = _phase_convolution(r, inner, convolutions[2 * block + 1])
+        # The shortcut loses CROP rows at the top: its phase k is phase k+CROP, a row
+        # further down where that wraps; both keep the two convolutions' length.
+        shortcut = []
+        for k in range(TILE):
+            first = (k + CROP) // TILE
+            shortcut.append(r.op("Slice", [phases[(k + CROP) % TILE], r.integers(first, CROP), r.integers(first - 2, -CROP), r.integers(2, 3)]))
+        phases = [r.op("Add", [cropped, result]) for cropped, result in zip(shortcut, outer)]
+    pairs = r.op("Concat", [r.op("Unsqueeze", [phase, r.integers(3)]) for phase in phases], axis=3)
+    shape = r.op("Concat", [r.op("Shape", [source], start=0, end=2), r.integers(-1), r.op("Shape", [phases[0]], start=3, end=4)], axis=0)
+    interleaved = r.op("Reshape", [pairs, shape])
+    out_rows = r.op("Sub", [rows, r.integers(2 * CROP * (len(convolutions) // 2))])
+    r.add("Slice", [interleaved, r.integers(0), out_rows, r.integers(2)], "", output=output)
     return r.nodes, r.initializers
 
 
 def winograd_residuals(model: "onnx.ModelProto") -> "onnx.ModelProto":
     """``model`` with each run of residual blocks (unpadded 3x3 convolutions, optional
     batch normalisation, the shortcut cropped by two pixels: eccv16's trunk) computed as
-    a one-dimensional Winograd F(2,3) along the rows, on even and odd rows kept apart
-    through the run; ``model`` itself where it has none. The run's output keeps its name;
+    a one-dimensional Winograd F(4,3) along the rows, on the phases of its rows kept
+    apart through the run; ``model`` itself where it has none. The run's output keeps its name;
     the tensors inside it are gone."""
     onnx = require_onnx()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

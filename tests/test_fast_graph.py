@@ -74,7 +74,7 @@ def test_eccv16_trunk_in_winograd_rows_is_equal_at_every_size(eccv16_model, lead
         model = surgery.without_leading_pad(model)
     winograd = fast_graph.winograd_residuals(model)
     assert _kernels(model).count([3, 3]) == 12 and _kernels(winograd).count([3, 3]) == 2  # the two strided ones stay
-    assert _kernels(winograd).count([1, 3]) == 40  # four per trunk convolution
+    assert _kernels(winograd).count([1, 3]) == 60  # six products per trunk convolution
     assert [o.name for o in winograd.graph.output] == [o.name for o in model.graph.output]
     sizes = [(52, 76), (61, 47), (44, 44)] if leading_pad else [(84, 90), (92, 101), (100, 88)]
     for height, width in sizes:
@@ -128,7 +128,7 @@ def _residual_blocks(batch_norm: bool, crop: int = fast_graph.CROP, blocks: int 
 def test_residual_blocks_with_or_without_batch_norm_are_rewritten_and_equal(batch_norm):
     model = _residual_blocks(batch_norm)
     winograd = fast_graph.winograd_residuals(model)
-    assert _kernels(winograd) == [[1, 3]] * 16
+    assert _kernels(winograd) == [[1, 3]] * 24
     assert "BatchNormalization" not in {node.op_type for node in winograd.graph.node}
     for height, width in [(23, 30), (14, 9), (40, 41)]:
         blob = np.random.default_rng(width).normal(0, 10, (1, 8, height, width)).astype(np.float32)

@@ -113,6 +113,23 @@ def test_a_shape_openvino_cannot_compile_stays_on_the_any_size_model(instance_no
     assert all(np.array_equal(result, first) for result in results)
 
 
+def _convolutions(model) -> int:
+    return sum(op.get_type_name() == "Convolution" for op in model.get_ops())
+
+
+@pytest.mark.parametrize("family,rewritten", [("eccv16", True), ("instance_norm", False)])
+def test_shapes_that_come_back_run_the_residual_trunk_in_winograd_form(family, rewritten, eccv16_model, instance_norm_model, cat_bgr):
+    """Compiled per shape from the graph whose trunk is Winograd's (six products for
+    each of eccv16's ten trunk convolutions); the any-size model keeps the plain trunk,
+    quicker to compile for one forward. instance_norm has no such trunk."""
+    runner = load_runner({"eccv16": eccv16_model, "instance_norm": instance_norm_model}[family], "openvino", "cpu")
+    network = runner.network
+    for _ in range(2):
+        runner(_resized(cat_bgr, 47, 59))
+    assert network.shape_source is not None and (network.shape_source is not network.model) == rewritten
+    assert _convolutions(network.shape_source) == _convolutions(network.model) + (50 if rewritten else 0)
+
+
 KEPT_MEMORY_SCRIPT = """
 import sys
 import numpy as np

@@ -4,9 +4,10 @@ The graph is compiled once with its height and width left free, so photos, frame
 tiles of every size run on the same compiled model. A shape that comes back (the frames
 of a live stream or a clip, a folder of same-sized photos, the tiles of a large photo)
 gets a model compiled for that shape alone, which OpenVINO runs faster than the free one
-(docs/benchmarks.md); the free one keeps serving every other shape. The precision is
-always set explicitly: OpenVINO's own default on CPUs with AVX512-BF16 or AMX is
-bfloat16, which is ``fast``, never ``exact``.
+(docs/benchmarks.md), on the CPU with eccv16's residual trunk in Winograd's form
+(:func:`cvstyle.fast_graph.winograd_residuals`); the free one keeps serving every other
+shape. The precision is always set explicitly: OpenVINO's own default on CPUs with
+AVX512-BF16 or AMX is bfloat16, which is ``fast``, never ``exact``.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class OpenVinoNetwork:
         self.target, self.name = target, name
         try:
             if target == CPU:  # measured on CPUs only (cvstyle.fast_graph)
-                graph = fast_graph.winograd_residuals(fast_graph.faster_graph(graph))
+                graph = fast_graph.faster_graph(graph)
             self.model = core.read_model(graph.SerializeToString(), b"")
             _any_size(self.model, openvino)
             self.any_size = _Compiled(core.compile_model(self.model, target, self.config), self.streams)
@@ -191,6 +192,8 @@ class OpenVinoNetwork:
         self.compiled = self.any_size.compiled
         self.input_names = [value.any_name for value in self.compiled.inputs]
         self.pooled = pooled
+        self.graph = graph if pooled else None
+        self.shape_source = None  # what models compiled per shape are made from (_shape_source)
         self.forwards: OrderedDict[tuple, int] = OrderedDict()  # per input shape
         self.shape_models: OrderedDict[tuple, _Compiled] = OrderedDict()
         self.shape_lock = threading.Lock()
@@ -210,6 +213,16 @@ class OpenVinoNetwork:
             for compiled in (self.any_size, *self.shape_models.values()):
                 compiled.release_memory()
 
+    def _shape_source(self):
+        """The model that shapes which come back are compiled from: on the CPU with the
+        residual trunk in Winograd's form (cvstyle.fast_graph), which runs faster but
+        compiles slower, more than one forward wins back; made at the first such shape."""
+        if self.shape_source is None:
+            winograd = fast_graph.winograd_residuals(self.graph) if self.target == CPU else self.graph
+            self.shape_source = self.model if winograd is self.graph else _core().read_model(winograd.SerializeToString(), b"")
+            self.graph = None  # not needed any more
+        return self.shape_source
+
     def _for_shape(self, feeds: dict[str, np.ndarray]) -> _Compiled:
         """The compiled model for these inputs' shape: its own once it has come back,
         the any-size one before (and if compiling it for the shape fails)."""
@@ -225,7 +238,7 @@ class OpenVinoNetwork:
                 return self.any_size
             del self.forwards[shape]
             try:
-                fixed = self.model.clone()
+                fixed = self._shape_source().clone()
                 fixed.reshape({name: list(dims) for name, dims in shape})
                 compiled = _Compiled(_core().compile_model(fixed, self.target, self.config), self.streams)
             except (RuntimeError, ValueError, TypeError) as error:
