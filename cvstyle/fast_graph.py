@@ -193,10 +193,9 @@ def _is_crop(onnx, node, weights: dict) -> bool:
 
 
 class _Graph:
-    """Who produces and who consumes each tensor of a graph."""
+    """Which nodes read each tensor of a graph, and which tensors it outputs."""
 
     def __init__(self, model):
-        self.producer = {output: node for node in model.graph.node for output in node.output}
         self.consumers: dict[str, list] = {}
         for node in model.graph.node:
             for name in node.input:
@@ -204,6 +203,7 @@ class _Graph:
         self.outputs = {value.name for value in model.graph.output}
 
     def only_consumer(self, name: str):
+        """The one node that reads ``name``, if no other node reads it and it is no output."""
         consumers = self.consumers.get(name, [])
         return consumers[0] if len(consumers) == 1 and name not in self.outputs else None
 
@@ -378,8 +378,8 @@ def winograd_residuals(model: "onnx.ModelProto") -> "onnx.ModelProto":
     """``model`` with each run of residual blocks (unpadded 3x3 convolutions, optional
     batch normalisation, the shortcut cropped by two pixels: eccv16's trunk) computed as
     a one-dimensional Winograd F(4,3) along the rows, on the phases of its rows kept
-    apart through the run; ``model`` itself where it has none. The run's output keeps its name;
-    the tensors inside it are gone."""
+    apart through the run; ``model`` itself where it has none. The run's output keeps
+    its name; the tensors inside it are gone."""
     onnx = require_onnx()
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < WINOGRAD_OPSET:
@@ -395,7 +395,7 @@ def winograd_residuals(model: "onnx.ModelProto") -> "onnx.ModelProto":
     nodes = []
     for node in result.graph.node:
         if node.output[0] in last_nodes:
-            trunk_nodes, convolutions, source, output = last_nodes[node.output[0]]
+            _, convolutions, source, output = last_nodes[node.output[0]]
             new_nodes, initializers = _winograd_trunk(onnx, node, source, output, convolutions)
             nodes += new_nodes
             result.graph.initializer.extend(initializers)
