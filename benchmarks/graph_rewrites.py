@@ -40,8 +40,7 @@ from unittest import mock
 
 import numpy as np
 
-from cvstyle import engines
-from cvstyle import fast_graph
+from cvstyle import engines, fast_graph
 from cvstyle.fast_graph import _attributes, _is_narrow_convolution, _Rewriter, faster_graph, rewrite_nodes, winograd_residuals
 from cvstyle.model import open_model
 from cvstyle.runner import INPUT
@@ -183,8 +182,9 @@ def main() -> None:
                 "winograd rows": rewrite_nodes(base, _is_3x3, _winograd_rows),
                 "separable last conv": rewrite_nodes(plain, _is_narrow_convolution, _separable),
             }
-            if winograd_residuals(base) is not base:
-                variants["winograd trunk"] = winograd_residuals(base)
+            winograd = winograd_residuals(base)
+            if winograd is not base:
+                variants["winograd trunk"] = winograd
             for engine in ("onnxruntime", "openvino"):
                 _measure(family, engine, base, variants, blob, args.repeat)
 

@@ -252,7 +252,7 @@ def _residual_trunks(onnx, model, weights: dict) -> list[tuple[list, list[_Convo
     """Runs of residual blocks: their nodes, convolutions, input and output."""
     graph, trunks, taken = _Graph(model), [], set()
     for node in model.graph.node:
-        if node.op_type != "Conv" or id(node) in taken:
+        if node.op_type != "Conv" or node.output[0] in taken:
             continue
         source = node.input[0]
         nodes, convolutions, output = [], [], source
@@ -263,7 +263,7 @@ def _residual_trunks(onnx, model, weights: dict) -> list[tuple[list, list[_Convo
             if output in graph.outputs:
                 break
         if nodes:
-            taken.update(id(n) for n in nodes)
+            taken.update(n.output[0] for n in nodes)
             trunks.append((nodes, convolutions, source, output))
     return trunks
 
@@ -388,23 +388,30 @@ def winograd_residuals(model: "onnx.ModelProto") -> "onnx.ModelProto":
     trunks = _residual_trunks(onnx, model, weights)
     if not trunks:
         return model
-    result = type(model)()
-    result.CopyFrom(model)
-    removed = {name for nodes, *_ in trunks for node in nodes for name in node.output}
-    last_nodes = {trunk[0][-1].output[0]: trunk for trunk in trunks}
-    nodes = []
-    for node in result.graph.node:
-        if node.output[0] in last_nodes:
-            _, convolutions, source, output = last_nodes[node.output[0]]
-            new_nodes, initializers = _winograd_trunk(onnx, node, source, output, convolutions)
+    ends = {trunk[0][-1].output[0]: trunk for trunk in trunks}
+    removed = {node.output[0] for trunk_nodes, *_ in trunks for node in trunk_nodes}
+    replaced = {name for trunk_nodes, *_ in trunks for node in trunk_nodes for name in node.input}
+    nodes, initializers = [], []
+    for node in model.graph.node:
+        if node.output[0] in ends:
+            _, convolutions, source, output = ends[node.output[0]]
+            new_nodes, new_initializers = _winograd_trunk(onnx, node, source, output, convolutions)
             nodes += new_nodes
-            result.graph.initializer.extend(initializers)
+            initializers += new_initializers
         elif node.output[0] not in removed:
             nodes.append(node)
+    return _with_nodes(model, nodes, initializers, replaced)
+
+
+def _with_nodes(model: "onnx.ModelProto", nodes: list, initializers: list, replaced: set[str]) -> "onnx.ModelProto":
+    """A copy of ``model`` whose graph has ``nodes`` and ``initializers`` besides its
+    own, less the ``replaced`` weights that no node reads any more."""
+    result = type(model)()
+    result.CopyFrom(model)
     del result.graph.node[:]
     result.graph.node.extend(nodes)
     still_used = {name for node in nodes for name in node.input}
-    kept = [init for init in result.graph.initializer if init.name in still_used]
+    kept = [init for init in [*result.graph.initializer, *initializers] if init.name not in replaced or init.name in still_used]
     del result.graph.initializer[:]
     result.graph.initializer.extend(kept)
     return result
@@ -419,21 +426,13 @@ def rewrite_nodes(model: "onnx.ModelProto", matches: Callable, rewrite: Callable
     weights = {init.name: init for init in model.graph.initializer}
     if not any(matches(onnx, node, weights) for node in model.graph.node):
         return model
-    result = type(model)()
-    result.CopyFrom(model)
-    nodes, replaced = [], set()
-    for node in result.graph.node:
+    nodes, initializers, replaced = [], [], set()
+    for node in model.graph.node:
         if matches(onnx, node, weights):
-            new_nodes, initializers = rewrite(onnx, node, weights)
+            new_nodes, new_initializers = rewrite(onnx, node, weights)
             nodes += new_nodes
-            result.graph.initializer.extend(initializers)
+            initializers += new_initializers
             replaced.update(node.input[1:])
         else:
             nodes.append(node)
-    del result.graph.node[:]
-    result.graph.node.extend(nodes)
-    still_used = {name for node in nodes for name in node.input}
-    kept = [init for init in result.graph.initializer if init.name not in replaced or init.name in still_used]
-    del result.graph.initializer[:]
-    result.graph.initializer.extend(kept)
-    return result
+    return _with_nodes(model, nodes, initializers, replaced)

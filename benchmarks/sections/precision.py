@@ -233,8 +233,9 @@ def profile(context: Context) -> str:
         graph = open_model(path).graph
         faster = faster_graph(graph)
         variants = [("as converted", graph), ("faster_graph", faster)]
-        if winograd_residuals(faster) is not faster:
-            variants.append(("+ winograd_residuals", winograd_residuals(faster)))
+        winograd = winograd_residuals(faster)
+        if winograd is not faster:
+            variants.append(("+ winograd_residuals", winograd))
         for label, variant in variants:
             log(f"precision profile {family} {label}")
             measured = {"onnxruntime": _onnxruntime_profile(variant, blob)}
